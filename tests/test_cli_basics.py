@@ -1,0 +1,28 @@
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from vtwcli.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("calibrate", "bench", "run", "models", "datasets"):
+        assert cmd in result.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from vtwcli.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_is_fast():
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "vtwcli", "--help"], check=True, capture_output=True)
+    # generous bound: the point is "no torch import", which alone costs seconds
+    assert time.perf_counter() - t0 < 3.0

@@ -1,0 +1,97 @@
+"""The ``vtw`` command line: parse options, call the library, print.
+
+Each command lives in its own module under ``vtwcli.cli``; none of them imports torch or
+transformers at module level, so ``vtw --help`` answers at once. Errors a user can fix
+(:class:`vtwcli.errors.VTWError`) become one line on stderr and exit code 2; ``--debug``
+(or ``VTW_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from vtwcli.errors import VTWError
+
+_state = {"debug": False}
+
+
+def debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("VTW_DEBUG", "") not in ("", "0")
+
+
+class _VTWGroup(TyperGroup):
+    """Turns VTWError (and a few common OS errors) into one clear line and exit 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VTWError as err:
+            if debug_enabled():
+                raise
+            click.echo(f"error: {err}", err=True)
+            raise click.exceptions.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            click.echo("interrupted: nothing was written for the unfinished work", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_VTWGroup,
+    name="vtw",
+    help=(
+        "Visual Tokens Withdrawal for multimodal LLMs: withdraw the vision tokens before "
+        "decoder layer K and answer faster with the same answers.\n\n"
+        "Start here (no downloads, runs the bundled testbed model):\n\n"
+        "  vtw bench\n\n"
+        "  vtw calibrate --model testbed --data shapes\n\n"
+        "  vtw run --image photo.png --prompt 'What colour is the square?'"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool):
+    if value:
+        from vtwcli import __version__
+
+        typer.echo(f"vtw {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+):
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    # Imported here so each command module stays independent; they import nothing heavy.
+    from vtwcli.cli import bench_cmd, calibrate_cmd, datasets_cmd, models_cmd, run_cmd
+
+    for module in (calibrate_cmd, bench_cmd, run_cmd, models_cmd, datasets_cmd):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

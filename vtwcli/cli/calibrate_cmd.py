@@ -1,0 +1,14 @@
+"""`vtw calibrate`: placeholder until its issue lands (see the project's issues)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("calibrate")
+    def calibrate_command() -> None:
+        """Not implemented yet."""
+        from vtwcli.errors import UsageError
+
+        raise UsageError("vtw calibrate is not implemented yet in this build")
