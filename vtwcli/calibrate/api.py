@@ -1,0 +1,431 @@
+"""``calibrate()``: pick K for a model x task by the paper's KL criterion, and save it.
+
+Reads top to bottom: check the options, load the model and the task, draw the samples,
+run the sweep batch by batch, summarise the curve, choose K, write the profile.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vtwcli.calibrate.kl import CurvePoint, check_direction, choose_k, summarize
+from vtwcli.errors import DatasetError, KOutOfRangeError, UsageError
+
+TOOL = "vtw"
+PAPER_K_MIN = 5
+
+
+# --------------------------------------------------------------------------------------
+# the paper's FLOPs convention (shared/docs/flops.md): 2s²h + 12sh² multiply-adds per layer
+# --------------------------------------------------------------------------------------
+def layer_flops(s: float, h: int) -> float:
+    return 2.0 * (2.0 * s * s * h + 12.0 * s * h * h)
+
+
+def vtw_flops_ratio(k: int, n_layers: int, s: float, n_vis: float, h: int) -> float:
+    """Formula FLOPs of withdrawal at K over the baseline's (1.0 at K = N)."""
+    base = n_layers * layer_flops(s, h)
+    vtw = k * layer_flops(s, h) + (n_layers - k) * layer_flops(s - n_vis, h)
+    return vtw / base
+
+
+def sweep_cost_formula(
+    k_values: Sequence[int], n_layers: int, s: float, t: float, h: int
+) -> tuple[float, float]:
+    """(fast, slow) cost of a sweep in full-forward equivalents per sample, by the formula.
+
+    fast: one full forward + layers K..N-1 on the t text rows for every candidate K < N.
+    slow (the paper's loop): one full forward + one withdrawn forward per candidate, K = N
+    included as the paper's loop includes it.
+    """
+    full = n_layers * layer_flops(s, h)
+    tail = sum((n_layers - k) * layer_flops(t, h) for k in k_values if k < n_layers)
+    slow = sum(k * layer_flops(s, h) + (n_layers - k) * layer_flops(t, h) for k in k_values)
+    return (full + tail) / full, (full + slow) / full
+
+
+def default_k_min(n_layers: int) -> int:
+    """The paper's 5 on real-size models; 1 on small ones, where layer 5 is most of the depth."""
+    return PAPER_K_MIN if n_layers >= 20 else 1
+
+
+# --------------------------------------------------------------------------------------
+# the result
+# --------------------------------------------------------------------------------------
+@dataclass
+class CalibrationResult:
+    model_alias: str | None
+    model_id: str
+    num_layers: int
+    task: str
+    k: int
+    reached: bool  # some K < N had a mean KL below eta
+    eta: float
+    direction: str
+    tokens: int
+    k_values: list[int]
+    curve: dict[int, CurvePoint]
+    per_sample: dict[int, list[float]]
+    sample_ids: list[str]
+    flops_ratio: float
+    mean_prompt_length: float
+    mean_vision_tokens: float
+    cost: dict[str, float]
+    calibration: dict[str, Any]  # what the profile records
+    profile_path: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def min_kl(self) -> tuple[int, float] | None:
+        """The candidate K < N with the smallest mean KL, and that KL."""
+        cands = [(p.mean, k) for k, p in self.curve.items() if k < self.num_layers]
+        if not cands:
+            return None
+        mean, k = min(cands)
+        return k, mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": {"alias": self.model_alias, "id": self.model_id, "num_layers": self.num_layers},
+            "task": self.task,
+            "k": self.k,
+            "reached": self.reached,
+            "eta": self.eta,
+            "direction": self.direction,
+            "tokens": self.tokens,
+            "flops_ratio": self.flops_ratio,
+            "mean_prompt_length": self.mean_prompt_length,
+            "mean_vision_tokens": self.mean_vision_tokens,
+            "cost": self.cost,
+            "curve": {str(k): p.to_dict() for k, p in self.curve.items()},
+            "per_sample": {str(k): v for k, v in self.per_sample.items()},
+            "sample_ids": self.sample_ids,
+            "profile_path": self.profile_path,
+            "warnings": self.warnings,
+            "calibration": self.calibration,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# checks on the options (before anything heavy loads)
+# --------------------------------------------------------------------------------------
+def _check_eta(eta: Any) -> float:
+    try:
+        value = float(eta)
+    except (TypeError, ValueError):
+        raise UsageError(f"--eta must be a positive number such as 0.003, got {eta!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"--eta must be a positive number such as 0.003, got {eta!r}")
+    return value
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _k_range(k_min: int | None, k_max: int | None, n_layers: int) -> list[int]:
+    lo = default_k_min(n_layers) if k_min is None else k_min
+    hi = n_layers if k_max is None else k_max
+    for name, v in (("--k-min", lo), ("--k-max", hi)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= n_layers:
+            raise KOutOfRangeError(
+                f"{name} must be in 1..{n_layers} for this {n_layers}-layer model, got {v!r}"
+            )
+    if hi < lo:
+        raise KOutOfRangeError(f"--k-max ({hi}) is below --k-min ({lo}); nothing to sweep")
+    return list(range(lo, hi + 1))
+
+
+# --------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------
+def _load(model: Any, dtype: str, device: str, attn: str):
+    if isinstance(model, str):
+        from vtwcli.models import load_model
+
+        return load_model(model, dtype=dtype, device=device, attn=attn)
+    if hasattr(model, "prepare") and hasattr(model, "model"):
+        return model
+    raise UsageError("model must be an alias, a hub id, a local directory or a LoadedModel")
+
+
+def _load_task(data: Any, data_path: str | None, split: str | None, seed: int):
+    if isinstance(data, str):
+        from vtwcli.data import get_task
+
+        return get_task(data, path=data_path, split=split, seed=seed)
+    return data
+
+
+def _has_vision(task, record) -> bool:
+    return bool(record.images) or (bool(getattr(task, "has_video", False)) and record.video is not None)
+
+
+def draw_samples(task, samples: int, seed: int) -> list:
+    """``samples`` records with an image or video, drawn with ``seed`` (sorted by position)."""
+    usable = [r for r in task if _has_vision(task, r)]
+    if not usable:
+        raise DatasetError(
+            f"task {getattr(task, 'name', '?')!r} has no record with an image or video; "
+            "calibration compares decoding with and without the vision tokens, so it needs them"
+        )
+    if samples >= len(usable):
+        return usable
+    picked = sorted(random.Random(seed).sample(range(len(usable)), samples))
+    return [usable[i] for i in picked]
+
+
+def _prepare(loaded, task, records: Sequence):
+    prompts = [task.prompt(r) for r in records]
+    if getattr(task, "has_video", False) and any(r.video for r in records):
+        return loaded.prepare(prompts, videos=[r.video for r in records])
+    return loaded.prepare(prompts, images=[task.images(r) for r in records])
+
+
+# --------------------------------------------------------------------------------------
+# the entry point
+# --------------------------------------------------------------------------------------
+def calibrate(
+    model: Any = "testbed",
+    data: Any = "shapes",
+    *,
+    eta: float = 0.003,
+    samples: int = 20,
+    seed: int = 0,
+    k_min: int | None = None,
+    k_max: int | None = None,
+    direction: str = "withdrawn||full",
+    tokens: int = 1,
+    batch_size: int = 1,
+    out: str | Path | None = None,
+    write: bool = True,
+    data_path: str | None = None,
+    split: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    attn: str = "sdpa",
+    method: str = "fast",
+    progress: Callable[[int, int], None] | None = None,
+) -> CalibrationResult:
+    """Choose K for ``model`` on ``data``: the first K whose mean KL over the samples is below eta.
+
+    ``model`` is an alias/hub id/directory or an already loaded ``LoadedModel``; ``data`` a
+    task name or a ``Task``. ``k_min`` defaults to the paper's 5 (1 for models under 20
+    layers). ``direction`` is ``"withdrawn||full"`` (the paper's) or ``"full||withdrawn"``;
+    ``tokens`` > 1 averages the KL over the first tokens of the full model's greedy answer.
+    ``method="slow"`` runs the paper's loop (one forward per K) instead of the one-pass sweep.
+    Writes the profile (``out``, default ``profiles/<alias>.yaml``) unless ``write=False``;
+    ``progress(done, total)`` is called after each batch.
+    """
+    import torch
+
+    from vtwcli.calibrate import sweep as sw
+
+    eta = _check_eta(eta)
+    samples = _check_positive("--samples", samples)
+    tokens = _check_positive("--tokens", tokens)
+    batch_size = _check_positive("--batch-size", batch_size)
+    check_direction(direction)
+    if method not in ("fast", "slow"):
+        raise UsageError(f"method must be 'fast' or 'slow', got {method!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"--seed must be a whole number, got {seed!r}")
+    if out is not None and Path(out).exists() and write:
+        # refuse a file that is not ours (or is another model's) before an expensive run
+        from vtwcli.profiles import load_profile
+
+        load_profile(out)
+
+    task = _load_task(data, data_path, split, seed)
+    records = draw_samples(task, samples, seed)
+    loaded = _load(model, dtype, device, attn)
+    net = loaded.model
+    parts = sw.model_parts(net, getattr(loaded, "arch", None))
+    n_layers = parts.num_layers
+    k_values = _k_range(k_min, k_max, n_layers)
+    profile_path = Path(out) if out is not None else Path("profiles") / f"{_alias(loaded)}.yaml"
+    if write and profile_path.exists():
+        _check_profile_owner(profile_path, loaded, n_layers)
+
+    torch.manual_seed(seed)
+    was_training = net.training
+    net.eval()
+    stats = sw.SweepStats()
+    per_sample: dict[int, list[float]] = {k: [] for k in k_values}
+    run = sw.fast_sweep if method == "fast" else sw.slow_sweep
+    try:
+        for start in range(0, len(records), batch_size):
+            batch = records[start : start + batch_size]
+            inputs = _prepare(loaded, task, batch)
+            got = run(net, inputs, k_values, tokens=tokens, direction=direction, stats=stats, parts=parts)
+            for k in k_values:
+                per_sample[k].extend(got[k])
+            if progress is not None:
+                progress(min(start + batch_size, len(records)), len(records))
+    finally:
+        net.train(was_training)
+
+    curve = {k: summarize(k, per_sample[k]) for k in k_values}
+    k, reached = choose_k({k: p.mean for k, p in curve.items()}, eta, n_layers)
+    h = int(parts.text_config.hidden_size)
+    mean_s = _mean(stats.prompt_lengths)
+    mean_t = _mean(stats.text_lengths)
+    mean_v = _mean(stats.vision_counts)
+    ratio = vtw_flops_ratio(k, n_layers, mean_s, mean_v, h)
+    fast_eq, slow_eq = sweep_cost_formula(k_values, n_layers, mean_s, mean_t, h)
+    cost = {
+        "fast_formula_forwards_per_sample": fast_eq,
+        "slow_formula_forwards_per_sample": slow_eq,
+        "measured_forwards_per_sample": (stats.full_seconds + stats.tail_seconds) / stats.full_seconds
+        if stats.full_seconds > 0
+        else float("nan"),
+        "full_seconds": stats.full_seconds,
+        "sweep_seconds": stats.tail_seconds,
+        "generate_seconds": stats.generate_seconds,
+        "method": method,
+    }
+    warnings: list[str] = []
+    if not reached:
+        best = min(((p.mean, kk) for kk, p in curve.items() if kk < n_layers), default=None)
+        smallest = f"; the smallest mean KL was {best[0]:.3g} at K={best[1]}" if best else ""
+        warnings.append(
+            f"no K in {k_values[0]}..{min(k_values[-1], n_layers - 1)} has a mean KL below eta={eta:g}"
+            f"{smallest}; K = {n_layers} (nothing withdrawn). Try a larger --eta or more --samples."
+        )
+
+    calibration = _record(
+        loaded, task, eta, records, seed, k_values, direction, tokens, batch_size, curve, ratio,
+        mean_s, mean_v, reached, cost, net,
+    )
+    result = CalibrationResult(
+        model_alias=getattr(loaded, "alias", None),
+        model_id=str(getattr(loaded, "model_id", None) or getattr(net.config, "_name_or_path", "") or "unknown"),
+        num_layers=n_layers,
+        task=_task_name(task),
+        k=k,
+        reached=reached,
+        eta=eta,
+        direction=direction,
+        tokens=tokens,
+        k_values=k_values,
+        curve=curve,
+        per_sample=per_sample,
+        sample_ids=[str(r.id) for r in records],
+        flops_ratio=ratio,
+        mean_prompt_length=mean_s,
+        mean_vision_tokens=mean_v,
+        cost=cost,
+        calibration=calibration,
+        warnings=warnings,
+    )
+    if write:
+        result.profile_path = str(save_result(result, profile_path, loaded))
+    return result
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values)) / len(values) if values else 0.0
+
+
+def _alias(loaded) -> str:
+    alias = getattr(loaded, "alias", None)
+    if alias:
+        return str(alias)
+    ident = str(getattr(loaded, "model_id", None) or "model")
+    return ident.rstrip("/").replace("\\", "/").split("/")[-1] or "model"
+
+
+def _task_name(task) -> str:
+    return str(getattr(task, "name", None) or type(task).__name__)
+
+
+def _model_ref(loaded, n_layers: int):
+    from vtwcli.profiles import ModelRef
+
+    net = loaded.model
+    return ModelRef(
+        alias=getattr(loaded, "alias", None),
+        id=str(getattr(loaded, "model_id", None) or getattr(net.config, "_name_or_path", "") or "unknown"),
+        num_layers=n_layers,
+        architecture=getattr(net.config, "model_type", None),
+        revision=getattr(loaded, "revision", None),
+    )
+
+
+def _check_profile_owner(path: Path, loaded, n_layers: int) -> None:
+    from vtwcli.errors import ProfileError
+    from vtwcli.profiles import load_profile
+
+    existing = load_profile(path)
+    ref = _model_ref(loaded, n_layers)
+    if not existing.model.same_model(ref):
+        raise ProfileError(
+            f"profile {path} belongs to model {existing.model.alias or existing.model.id!r}, not "
+            f"{ref.alias or ref.id!r}; choose another file with --out"
+        )
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from vtwcli import __version__
+
+    return {"vtw": __version__, "transformers": transformers.__version__, "torch": torch.__version__}
+
+
+def _record(
+    loaded, task, eta, records, seed, k_values, direction, tokens, batch_size, curve, ratio,
+    mean_s, mean_v, reached, cost, net,
+) -> dict[str, Any]:
+    source = getattr(task, "source", None)
+    dataset = source.to_dict() if hasattr(source, "to_dict") else {"dataset_id": _task_name(task)}
+    param = next(net.parameters())
+    return {
+        "criterion": f"first K with mean KL({direction.replace('||', ' || ')}) < eta",
+        "eta": eta,
+        "direction": direction,
+        "tokens": tokens,
+        "samples": len(records),
+        "seed": seed,
+        "k_min": k_values[0],
+        "k_max": k_values[-1],
+        "reached": reached,
+        "batch_size": batch_size,
+        "dataset": {k: v for k, v in dataset.items() if v is not None},
+        "dtype": str(param.dtype).replace("torch.", ""),
+        "device": str(param.device),
+        "attn": getattr(getattr(net, "config", None), "_attn_implementation", None),
+        "versions": _versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "mean_prompt_length": _round(mean_s),
+        "mean_vision_tokens": _round(mean_v),
+        "flops_ratio": _round(ratio),
+        "sweep_cost_forwards_per_sample": {
+            "fast_formula": _round(cost["fast_formula_forwards_per_sample"]),
+            "slow_formula": _round(cost["slow_formula_forwards_per_sample"]),
+            "measured": _round(cost["measured_forwards_per_sample"]),
+        },
+        "curve": {k: {key: _round(v) for key, v in p.to_dict().items()} for k, p in curve.items()},
+    }
+
+
+def save_result(result: CalibrationResult, path: str | Path, loaded) -> Path:
+    """Merge ``result`` into the profile at ``path`` (atomic; other tasks kept)."""
+    from vtwcli.profiles import TaskEntry, merge_task
+
+    entry = TaskEntry(k=result.k, method="vtw", source="calibrated", calibration=result.calibration)
+    merged = merge_task(path, _model_ref(loaded, result.num_layers), result.task, entry)
+    return merged.path or Path(path)
