@@ -1,0 +1,260 @@
+"""The result of one ``vtw bench`` run, and its renderings (rich table, JSON, CSV, markdown).
+
+JSON schema (``kind: vtw-bench``, ``schema_version: 1``), documented in docs/bench.md:
+
+- ``model``: alias, id, architecture, num_layers, hidden_size, random_init
+- ``task``: name, source (what was loaded), samples, has_answers
+- ``settings``: methods, K values, FastV ratio, max_new_tokens, warm-up, greedy, dtype, attn, device
+- ``environment``: device name, library versions, threads, whether CUDA and NVML were used
+- ``prompt``: average prompt length and vision-token count the FLOPs formula was evaluated at
+- ``rows``: one per method, every column of the table (see :data:`ROW_FIELDS`)
+- ``notices``: what the reader must know (no CUDA, a method that ran out of memory...)
+- ``samples`` (with ``--log-samples``): per sample and method the reply, parsed answer, timings
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vtwcli.errors import OutputPathError
+
+SCHEMA_VERSION = 1
+KIND = "vtw-bench"
+
+# Every column a row carries; the JSON has each of them (None where not measured).
+ROW_FIELDS = (
+    "method", "k", "ratio", "tflops", "tflops_ratio",
+    "prefill_ms", "prefill_ratio", "decode_ms_per_token", "decode_ratio", "e2e_ms", "e2e_ratio",
+    "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
+    "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
+    "nvml_peak_bytes", "nvml_per_sample_bytes", "nvml_per_sample_ratio",
+    "accuracy", "metric", "metrics", "agreement", "samples", "error",
+)  # fmt: skip
+
+
+@dataclass
+class MethodRow:
+    method: str
+    k: int | None = None
+    ratio: float | None = None
+    tflops: float | None = None
+    tflops_ratio: float | None = None
+    prefill_ms: dict[str, Any] | None = None  # median, p25, p75, min, max, n
+    prefill_ratio: float | None = None  # of the medians
+    decode_ms_per_token: dict[str, Any] | None = None
+    decode_ratio: float | None = None
+    e2e_ms: dict[str, Any] | None = None
+    e2e_ratio: float | None = None
+    new_tokens_mean: float | None = None
+    kv_bytes_per_sample: float | None = None  # mean over samples, at the end of generation
+    kv_ratio: float | None = None
+    peak_mem_bytes: int | None = None  # max over samples (torch allocator)
+    per_sample_mem_bytes: float | None = None  # median over samples of peak minus loaded model
+    per_sample_mem_ratio: float | None = None
+    nvml_peak_bytes: int | None = None
+    nvml_per_sample_bytes: float | None = None
+    nvml_per_sample_ratio: float | None = None
+    accuracy: float | None = None
+    metric: str | None = None
+    metrics: dict[str, float] | None = None
+    agreement: float | None = None  # share of samples whose parsed answer equals baseline's
+    samples: int = 0  # samples measured
+    error: str | None = None  # e.g. out of memory: the row's other fields cover what ran before
+
+
+@dataclass
+class BenchResult:
+    model: dict[str, Any]
+    task: dict[str, Any]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    prompt: dict[str, Any]
+    rows: list[MethodRow]
+    notices: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] | None = None
+    created: str = ""
+
+    def row(self, method: str) -> MethodRow:
+        for r in self.rows:
+            if r.method == method:
+                return r
+        raise KeyError(method)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "kind": KIND,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "model": self.model,
+            "task": self.task,
+            "settings": self.settings,
+            "environment": self.environment,
+            "prompt": self.prompt,
+            "rows": [asdict(r) for r in self.rows],
+            "notices": list(self.notices),
+        }
+        if self.samples is not None:
+            out["samples"] = self.samples
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+
+    # ---- flat views ---------------------------------------------------------------
+    def flat_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per method (spreads expanded): CSV columns."""
+        out = []
+        for r in self.rows:
+            d: dict[str, Any] = {}
+            for name in ROW_FIELDS:
+                value = getattr(r, name)
+                if isinstance(value, dict) and name != "metrics":
+                    for key in ("median", "p25", "p75", "min", "max"):
+                        d[f"{name}_{key}"] = value.get(key)
+                elif name in ("prefill_ms", "decode_ms_per_token", "e2e_ms"):
+                    for key in ("median", "p25", "p75", "min", "max"):
+                        d[f"{name}_{key}"] = None
+                elif name == "metrics":
+                    d[name] = json.dumps(value) if value else None
+                else:
+                    d[name] = value
+            out.append(d)
+        return out
+
+    def to_csv(self) -> str:
+        rows = self.flat_rows()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else list(ROW_FIELDS))
+        writer.writeheader()
+        for d in rows:
+            writer.writerow(d)
+        return buf.getvalue()
+
+    def display_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and cells of the human table (shared by rich and markdown)."""
+        cuda = bool(self.environment.get("cuda"))
+        nvml = bool(self.environment.get("nvml"))
+        headers = [
+            "method", "K", "TFLOPs", "x", "prefill ms", "x", "decode ms/tok", "e2e ms",
+            "KV MiB", "x", "peak MiB", "per-sample MiB", "x", "NVML per-sample MiB",
+            "accuracy", "agree",
+        ]  # fmt: skip
+        body = []
+        for r in self.rows:
+            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if r.method == "fastv" else str(r.k))
+            body.append([
+                r.method if not r.error else f"{r.method} ({r.error.split(':')[0]})",
+                k,
+                _num(r.tflops, 4),
+                _ratio(r.tflops_ratio),
+                _spread(r.prefill_ms),
+                _ratio(r.prefill_ratio),
+                _spread(r.decode_ms_per_token),
+                _spread(r.e2e_ms),
+                _mib(r.kv_bytes_per_sample),
+                _ratio(r.kv_ratio),
+                _mib(r.peak_mem_bytes) if cuda else "n/a",
+                _mib(r.per_sample_mem_bytes) if cuda else "n/a",
+                _ratio(r.per_sample_mem_ratio) if cuda else "n/a",
+                _mib(r.nvml_per_sample_bytes) if nvml else "n/a",
+                "-" if r.accuracy is None else f"{r.accuracy:.3f}",
+                "-" if r.agreement is None else f"{r.agreement:.3f}",
+            ])  # fmt: skip
+        return headers, body
+
+    def caption(self) -> str:
+        e, m, p, s = self.environment, self.model, self.prompt, self.settings
+        return (
+            f"{m.get('alias') or m.get('id')} ({m.get('num_layers')} layers, h={m.get('hidden_size')}"
+            f"{', random init' if m.get('random_init') else ''}) on {self.task.get('name')}: "
+            f"{self.task.get('samples')} samples, prompt {p.get('avg_prompt_tokens', 0):.1f} tokens of which "
+            f"{p.get('avg_vision_tokens', 0):.1f} vision; {e.get('device_name')}, {s.get('dtype')}, "
+            f"attn={s.get('attn')}, max_new_tokens={s.get('max_new_tokens')}, greedy; "
+            f"latencies: median ±half-IQR; x = ratio to baseline"
+        )
+
+    def to_markdown(self) -> str:
+        from tabulate import tabulate
+
+        headers, body = self.display_rows()
+        text = tabulate(body, headers=headers, tablefmt="pipe", disablenumparse=True)
+        lines = [text, "", self.caption()]
+        lines += [f"- {n}" for n in self.notices]
+        return "\n".join(lines) + "\n"
+
+    def rich_table(self):
+        from rich.table import Table
+
+        headers, body = self.display_rows()
+        table = Table(title="vtw bench", caption=self.caption(), show_lines=False)
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        for cells in body:
+            table.add_row(*cells)
+        return table
+
+
+def _num(v: float | None, digits: int) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _mib(v: float | None) -> str:
+    return "-" if v is None else f"{v / 2**20:.2f}"
+
+
+def _spread(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("median") is None:
+        return "-"
+    half_iqr = (stat["p75"] - stat["p25"]) / 2
+    return f"{stat['median']:.3g} ±{half_iqr:.2g}"
+
+
+# ---- output files ------------------------------------------------------------------
+
+
+def check_writable(path: str | os.PathLike | None, what: str) -> Path | None:
+    """Fail before any work when ``path`` cannot be written (nothing is created)."""
+    if path is None or str(path) == "-":
+        return None
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise OutputPathError(f"{what} path {p} is a directory; give a file name such as {p / ('bench.' + what)}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"cannot write {what} to {p}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write {what} to {p}: directory {parent} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise OutputPathError(f"cannot write {what} to {p}: the file exists and is read-only")
+    return p
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    p = Path(path).expanduser()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputPathError(f"cannot write {p}: {err.strerror or err}") from err
