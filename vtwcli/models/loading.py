@@ -1,0 +1,437 @@
+"""Loading a model by alias, hub id or directory, with a processor, on a device and dtype.
+
+Every source takes the same path: a registered alias or hub id is read from the Hugging Face
+cache (or downloaded when online), a directory is read as is, and ``random_init=True``
+builds the architecture from a config (the shipped one for an alias) with random weights.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vtwcli.errors import InputFileError, ModelNotFoundError, UsageError
+from vtwcli.models.cache import download_hint, offline, weights_cached
+from vtwcli.models.registry import Resolved, resolve
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+DEVICES = ("auto", "cuda", "cpu")
+ATTNS = ("sdpa", "eager", "flash_attention_2")
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to answer: weights, processor, and what was loaded."""
+
+    model: Any
+    processor: Any
+    arch: Any  # vtwcli.archs.ArchRecord (None only if vtwcli.archs does not know the type)
+    alias: str | None
+    model_id: str
+    num_layers: int
+    device: str
+    dtype: str  # "bf16" | "fp16" | "fp32"
+    attn: str
+    random_init: bool = False
+    synthetic_processor: bool = False  # random-init without a cached processor: word-free token ids
+    revision: str | None = None
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    def model_ref(self):
+        """The :class:`vtwcli.profiles.ModelRef` a profile for this model records."""
+        from vtwcli.profiles import ModelRef
+
+        return ModelRef(
+            alias=self.alias,
+            id=self.model_id,
+            num_layers=self.num_layers,
+            architecture=self.config.model_type,
+            revision=self.revision,
+        )
+
+    # -- inputs ---------------------------------------------------------------------
+    def prepare(self, prompts, images=None, videos=None):
+        """Chat-templated, left-padded inputs on the model's device.
+
+        ``prompts`` is a string or a list; ``images`` / ``videos`` give, per prompt, one item
+        or a list of items (PIL images or paths; a video is a path or a (T, H, W, 3) array).
+        With a single prompt, a flat list of images means all of them go with that prompt.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        per_images = _per_prompt(images, len(prompts), "images")
+        per_videos = _per_prompt(videos, len(prompts), "videos")
+        conversations = []
+        for text, imgs, vids in zip(prompts, per_images, per_videos, strict=True):
+            content = [{"type": "image"} for _ in imgs] + [{"type": "video"} for _ in vids]
+            content.append({"type": "text", "text": text})
+            conversations.append([{"role": "user", "content": content}])
+        return self.prepare_chat(conversations, per_images, per_videos)
+
+    def prepare_chat(self, conversations, images=None, videos=None):
+        """Like :meth:`prepare` for whole conversations (lists of {role, content} messages)."""
+        from vtwcli.data.images import load_image
+
+        n = len(conversations)
+        per_images = _per_prompt(images, n, "images") if not _is_nested(images, n) else images
+        per_videos = _per_prompt(videos, n, "videos") if not _is_nested(videos, n) else videos
+        texts = [self._template(conv) for conv in conversations]
+        flat_images = [load_image(x) for imgs in per_images for x in imgs]
+        flat_videos = [_load_video(v) for vids in per_videos for v in vids]
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if flat_images:
+            kwargs["images"] = flat_images
+        if flat_videos:
+            kwargs["videos"] = flat_videos
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        try:
+            batch = self.processor(**kwargs)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"the {self.alias or self.model_id} processor refused these inputs: {err}") from err
+        return batch.to(self.device, dtype=self.model.dtype) if hasattr(batch, "to") else batch
+
+    def _template(self, conversation) -> str:
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        # No template saved with the processor: the bare placeholder + text layout.
+        image_token = getattr(self.processor, "image_token", "<image>")
+        video_token = getattr(self.processor, "video_token", "<video>")
+        parts = []
+        for message in conversation:
+            for item in message["content"]:
+                if item["type"] == "image":
+                    parts.append(image_token + "\n")
+                elif item["type"] == "video":
+                    parts.append(video_token + "\n")
+                else:
+                    parts.append(item["text"])
+        return "".join(parts)
+
+    # -- outputs --------------------------------------------------------------------
+    def generate(self, inputs, **gen) -> list[str]:
+        """Greedy by default; returns only the newly generated text, one string per input row."""
+        import torch
+
+        kwargs = self._gen_kwargs(gen)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return [s.strip() for s in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _gen_kwargs(self, gen: dict[str, Any]) -> dict[str, Any]:
+        kwargs = {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False, **gen}
+        tok = self.tokenizer
+        if "pad_token_id" not in kwargs and getattr(tok, "pad_token_id", None) is not None:
+            kwargs["pad_token_id"] = tok.pad_token_id
+        return kwargs
+
+
+def _is_nested(items, n: int) -> bool:
+    return isinstance(items, list) and len(items) == n and all(isinstance(x, list) for x in items)
+
+
+def _per_prompt(items, n: int, what: str) -> list[list[Any]]:
+    if items is None:
+        return [[] for _ in range(n)]
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    items = list(items)
+    if n == 1 and not (len(items) == 1 and isinstance(items[0], (list, tuple))):
+        return [items]  # a flat list with one prompt: all of them belong to it
+    if len(items) != n:
+        raise UsageError(f"got {len(items)} entries of {what} for {n} prompts; give one entry per prompt")
+    return [[] if x is None else (list(x) if isinstance(x, (list, tuple)) else [x]) for x in items]
+
+
+def _load_video(item, num_frames: int = 8):
+    from vtwcli.models.video import sample_frames
+
+    if isinstance(item, (str, Path)):
+        return sample_frames(item, num_frames)
+    return item
+
+
+# -- device, dtype, attention ------------------------------------------------------------
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def _pick_dtype(dtype: str, device: str) -> str:
+    import torch
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype != "auto":
+        return dtype
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def _check_attn(attn: str, device: str, dtype: str) -> None:
+    if attn not in ATTNS:
+        raise UsageError(f"--attn must be one of {', '.join(ATTNS)}, got {attn!r}")
+    if attn != "flash_attention_2":
+        return
+    if importlib.util.find_spec("flash_attn") is None:
+        raise UsageError(
+            "--attn flash_attention_2 needs the flash-attn package, which is not installed; "
+            "pip install 'vtwcli[gpu]' (CUDA only) or use --attn sdpa"
+        )
+    if device != "cuda":
+        raise UsageError("--attn flash_attention_2 runs only on a CUDA GPU; use --attn sdpa on the CPU")
+    if dtype == "fp32":
+        raise UsageError("--attn flash_attention_2 needs --dtype bf16 or fp16, not fp32")
+
+
+# -- loading ---------------------------------------------------------------------------
+def load_model(
+    name: str | None = "testbed",
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    attn: str = "sdpa",
+    random_init: bool = False,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Load ``name`` (alias, hub id or directory; default the bundled testbed).
+
+    ``random_init=True`` builds the architecture with random weights and no download: from the
+    shipped config for a registered alias, else from the directory's or cached config.json.
+    Speed and memory depend only on shapes, so this is enough for benchmarking.
+    """
+    resolved = resolve(name)
+    dev = _pick_device(device)
+    dt = _pick_dtype(dtype, dev)
+    _check_attn(attn, dev, dt)
+    if resolved.is_testbed and not (resolved.local_dir / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"the bundled testbed model is missing from {resolved.local_dir}; reinstall vtwcli "
+            "(or, from a source checkout, build it with the testbed trainer under scripts/)"
+        )
+    if random_init:
+        config = _config_for_random(resolved, revision)
+        processor, synthetic = _processor_for_random(resolved, revision)
+        return from_config(
+            config, processor=processor, alias=resolved.alias, model_id=resolved.model_id, dtype=dt,
+            device=dev, attn=attn, synthetic_processor=synthetic, revision=revision,
+        )
+    source = _weights_source(resolved, revision)
+    model = _from_pretrained(source, resolved, dt, dev, attn, revision)
+    processor = _processor_from(source, resolved, revision)
+    return _wrap(model, processor, resolved.alias, resolved.model_id, dev, dt, attn, False, False, revision)
+
+
+def from_config(
+    config,
+    *,
+    processor,
+    alias: str | None = None,
+    model_id: str = "random",
+    dtype: str = "fp32",
+    device: str = "cpu",
+    attn: str = "sdpa",
+    synthetic_processor: bool = False,
+    revision: str | None = None,
+) -> LoadedModel:
+    """Build ``config``'s architecture with random weights directly on ``device`` in ``dtype``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    dev = _pick_device(device)
+    dt = _pick_dtype(dtype, dev)
+    _check_attn(attn, dev, dt)
+    torch.manual_seed(0)
+    # Building under the target device avoids a full fp32 copy in host memory first.
+    with torch.device(dev):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch_dtype(dt), attn_implementation=attn)
+    model.eval()
+    return _wrap(model, processor, alias, model_id, dev, dt, attn, True, synthetic_processor, revision)
+
+
+def _wrap(model, processor, alias, model_id, device, dtype, attn, random_init, synthetic, revision) -> LoadedModel:
+    arch = _arch_for(model.config)
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        arch=arch,
+        alias=alias,
+        model_id=model_id,
+        num_layers=_num_layers(model.config, arch),
+        device=device,
+        dtype=dtype,
+        attn=attn,
+        random_init=random_init,
+        synthetic_processor=synthetic,
+        revision=revision,
+    )
+
+
+def _arch_for(config):
+    try:
+        from vtwcli.archs import get_arch
+    except ImportError:  # the archs package is not present in this build
+        return None
+    from vtwcli.errors import UnsupportedModelError
+
+    try:
+        return get_arch(config)
+    except UnsupportedModelError:
+        return None
+
+
+def _num_layers(config, arch) -> int:
+    if arch is not None and hasattr(arch, "num_layers"):
+        return int(arch.num_layers(config))
+    return int(config.get_text_config().num_hidden_layers)
+
+
+def _weights_source(resolved: Resolved, revision: str | None) -> str:
+    if resolved.local_dir is not None:
+        return str(resolved.local_dir)
+    if offline() and weights_cached(resolved.model_id, revision) == "no":
+        raise ModelNotFoundError(
+            f"{resolved.model_id} is not in the local Hugging Face cache and offline mode is on "
+            f"(HF_HUB_OFFLINE=1); download it first with {download_hint(resolved.model_id, revision)} "
+            "on a machine with network, or pass a local directory, or use --random-init for shapes only"
+        )
+    return resolved.model_id
+
+
+def _from_pretrained(source: str, resolved: Resolved, dtype: str, device: str, attn: str, revision):
+    from transformers import AutoModelForImageTextToText
+
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "attn_implementation": attn}
+    if revision and resolved.local_dir is None:
+        kwargs["revision"] = revision
+    if importlib.util.find_spec("accelerate") is not None:
+        kwargs["device_map"] = {"": device}  # stream weights straight to the device
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
+    except ValueError as err:
+        if "Unrecognized configuration class" in str(err) or "model_type" in str(err):
+            raise ModelNotFoundError(
+                f"{resolved.name} is not a vision-language model transformers can load natively: {err}"
+            ) from err
+        raise
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    return model
+
+
+def _load_failure(resolved: Resolved, revision, err: Exception) -> str:
+    if resolved.local_dir is not None:
+        return f"cannot load the model in {resolved.local_dir}: {err}"
+    if offline():
+        return (
+            f"{resolved.model_id} is not fully in the local cache and offline mode is on; "
+            f"download it with {download_hint(resolved.model_id, revision)}"
+        )
+    return (
+        f"cannot load {resolved.model_id} from the Hugging Face hub ({str(err).splitlines()[0]}); "
+        f"check the id and your network, or download it with {download_hint(resolved.model_id, revision)}"
+    )
+
+
+def _processor_from(source: str, resolved: Resolved, revision):
+    from transformers import AutoProcessor
+
+    kwargs: dict[str, Any] = {}
+    if revision and resolved.local_dir is None:
+        kwargs["revision"] = revision
+    try:
+        processor = AutoProcessor.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
+    tok = getattr(processor, "tokenizer", None)
+    if tok is not None:
+        tok.padding_side = "left"
+    return processor
+
+
+def _config_for_random(resolved: Resolved, revision):
+    from transformers import AutoConfig
+
+    if resolved.spec is not None:
+        from vtwcli.models.registry import shipped_config_dict
+
+        return config_from_dict(shipped_config_dict(resolved.spec.alias))
+    if resolved.local_dir is not None:
+        return AutoConfig.from_pretrained(str(resolved.local_dir))
+    try:
+        return AutoConfig.from_pretrained(resolved.model_id, revision=revision, local_files_only=True)
+    except OSError as err:
+        raise ModelNotFoundError(
+            f"--random-init needs {resolved.model_id}'s config.json, which is not in the local cache and no "
+            f"shipped config exists for it; use a registered alias (see `vtw models`) or download it with "
+            f"{download_hint(resolved.model_id, revision)}"
+        ) from err
+
+
+def config_from_dict(data: dict[str, Any]):
+    """A transformers config from a config.json-style dict (``model_type`` picks the class)."""
+    from transformers import AutoConfig
+
+    data = dict(data)
+    model_type = data.pop("model_type")
+    return AutoConfig.for_model(model_type, **data)
+
+
+def _processor_for_random(resolved: Resolved, revision):
+    """The real processor when it is on disk; otherwise a synthetic one for shapes-only runs."""
+    if resolved.local_dir is not None:
+        return _processor_from(str(resolved.local_dir), resolved, revision), False
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(resolved.model_id, revision=revision, local_files_only=True)
+        processor.tokenizer.padding_side = "left"
+        return processor, False
+    except (OSError, ValueError):
+        pass
+    if resolved.spec is None:
+        raise ModelNotFoundError(
+            f"--random-init for {resolved.model_id} needs its processor files in the local cache; "
+            f"download them with {download_hint(resolved.model_id, revision)}"
+        )
+    from vtwcli.models.synthetic import synthetic_processor
+
+    return synthetic_processor(resolved.spec.alias), True
+
+
+def check_image_file(path: str | Path) -> Path:
+    """Fail early (before a model loads) on a missing or unreadable image."""
+    from vtwcli.data.images import load_image
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputFileError(f"image {p} is a directory, not an image file")
+    load_image(p)
+    return p
