@@ -30,6 +30,7 @@ class Generation:
     do_sample: bool = False
     num_beams: int = 1
     stop: list[str] = field(default_factory=list)
+    note: str = ""  # which harness version these settings follow, when it changed over time
 
     def generate_kwargs(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "num_beams": self.num_beams}
@@ -44,6 +45,12 @@ class Source:
     split: str | None = None
     revision: str | None = None
     path: str | None = None  # local directory or file, when loaded from disk
+    # Content hash of a local dataset (datasets' fingerprint, or sha256 of a JSONL file): a
+    # local copy has no hub revision, and this still tells two copies apart.
+    fingerprint: str | None = None
+    rows_available: int | None = None  # rows in the split before --limit/--subset
+    selection: str | None = None  # "all", "first 100", "random 64 of 2017 (seed 0)"
+    skipped: int = 0  # rows that could not be used (missing image/video file); see Task.skipped
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -58,9 +65,10 @@ class Task:
     metric_names: tuple[str, ...] = ()
     has_video: bool = False
 
-    def __init__(self, records: Sequence[Record], source: Source):
+    def __init__(self, records: Sequence[Record], source: Source, seed: int = 0):
         self.records = list(records)
         self.source = source
+        self.seed = seed  # for scorers that need a seeded fallback (MMMU's random letter)
         self.skipped: list[str] = []  # human-readable reasons for rows that could not be used
 
     def __iter__(self) -> Iterator[Record]:
@@ -81,9 +89,17 @@ class Task:
 
         return load_images(record.images)
 
+    def videos(self, record: Record) -> list[Any]:
+        """Decoded videos for ``record``: a list with one list of PIL frames per video."""
+        return []
+
     def parse(self, record: Record, reply: str) -> Any:
         """The answer extracted from a reply (for logs); scoring uses :meth:`score`."""
         return reply.strip()
+
+    def sample_score(self, record: Record, reply: str) -> float | None:
+        """This one reply's score for per-sample logs (1.0/0.0 for most tasks; None if unknown)."""
+        return None
 
     def score(self, records: Sequence[Record], replies: Sequence[str]) -> dict[str, float]:
         raise NotImplementedError

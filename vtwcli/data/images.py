@@ -9,9 +9,32 @@ from typing import Any
 from vtwcli.errors import InputFileError
 
 
+class LazyImage:
+    """One image cell of a ``datasets`` table, decoded only when a model needs it.
+
+    Holding every decoded image of a benchmark in memory would take gigabytes (MME, AI2D);
+    the table itself is memory-mapped, so a row reference costs nothing.
+    """
+
+    __slots__ = ("_table", "_row", "_column")
+
+    def __init__(self, table, row: int, column: str):
+        self._table, self._row, self._column = table, row, column
+
+    def raw(self) -> Any:
+        return self._table[self._row][self._column]
+
+    def __repr__(self) -> str:
+        return f"LazyImage(row={self._row}, column={self._column!r})"
+
+
 def load_image(item: Any):
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(item, LazyImage):
+        item = item.raw()
+        if item is None:
+            raise InputFileError("a dataset row names an image that is empty")
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     if isinstance(item, dict) and item.get("bytes") is not None:  # datasets' Image feature, decode=False
