@@ -78,6 +78,7 @@ class CalibrationResult:
     mean_vision_tokens: float
     cost: dict[str, float]
     calibration: dict[str, Any]  # what the profile records
+    hidden_size: int = 0
     profile_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -92,7 +93,12 @@ class CalibrationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": {"alias": self.model_alias, "id": self.model_id, "num_layers": self.num_layers},
+            "model": {
+                "alias": self.model_alias,
+                "id": self.model_id,
+                "num_layers": self.num_layers,
+                "hidden_size": self.hidden_size,
+            },
             "task": self.task,
             "k": self.k,
             "reached": self.reached,
@@ -165,29 +171,43 @@ def _load_task(data: Any, data_path: str | None, split: str | None, seed: int):
     return data
 
 
-def _has_vision(task, record) -> bool:
-    return bool(record.images) or (bool(getattr(task, "has_video", False)) and record.video is not None)
+def _vision_of(task, record) -> tuple[list, list]:
+    """(images, videos) of ``record``; a task may fill images lazily, so ask the task."""
+    videos = [record.video] if getattr(task, "has_video", False) and record.video else []
+    images = [] if videos else list(task.images(record) or [])
+    return images, videos
 
 
-def draw_samples(task, samples: int, seed: int) -> list:
-    """``samples`` records with an image or video, drawn with ``seed`` (sorted by position)."""
-    usable = [r for r in task if _has_vision(task, r)]
-    if not usable:
+def draw_samples(task, samples: int, seed: int) -> list[tuple[Any, list, list]]:
+    """``samples`` records that have an image or video, drawn with ``seed``, in dataset order.
+
+    Records are visited in a seeded random order and only until enough are found, so a large
+    dataset does not have every image opened to pick 20.
+    """
+    order = list(range(len(task)))
+    random.Random(seed).shuffle(order)
+    picked: list[tuple[int, Any, list, list]] = []
+    for i in order:
+        record = task[i]
+        images, videos = _vision_of(task, record)
+        if images or videos:
+            picked.append((i, record, images, videos))
+            if len(picked) == samples:
+                break
+    if not picked:
         raise DatasetError(
-            f"task {getattr(task, 'name', '?')!r} has no record with an image or video; "
-            "calibration compares decoding with and without the vision tokens, so it needs them"
+            f"task {_task_name(task)!r} has no record with an image or video; calibration compares "
+            "decoding with and without the vision tokens, so it needs them"
         )
-    if samples >= len(usable):
-        return usable
-    picked = sorted(random.Random(seed).sample(range(len(usable)), samples))
-    return [usable[i] for i in picked]
+    picked.sort(key=lambda item: item[0])
+    return [(record, images, videos) for _, record, images, videos in picked]
 
 
-def _prepare(loaded, task, records: Sequence):
-    prompts = [task.prompt(r) for r in records]
-    if getattr(task, "has_video", False) and any(r.video for r in records):
-        return loaded.prepare(prompts, videos=[r.video for r in records])
-    return loaded.prepare(prompts, images=[task.images(r) for r in records])
+def _prepare(loaded, task, batch: Sequence[tuple[Any, list, list]]):
+    prompts = [task.prompt(record) for record, _, _ in batch]
+    if any(videos for _, _, videos in batch):
+        return loaded.prepare(prompts, videos=[videos for _, _, videos in batch])
+    return loaded.prepare(prompts, images=[images for _, images, _ in batch])
 
 
 # --------------------------------------------------------------------------------------
@@ -233,7 +253,7 @@ def calibrate(
     samples = _check_positive("--samples", samples)
     tokens = _check_positive("--tokens", tokens)
     batch_size = _check_positive("--batch-size", batch_size)
-    check_direction(direction)
+    direction = check_direction(direction)
     if method not in ("fast", "slow"):
         raise UsageError(f"method must be 'fast' or 'slow', got {method!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -318,12 +338,13 @@ def calibrate(
         k_values=k_values,
         curve=curve,
         per_sample=per_sample,
-        sample_ids=[str(r.id) for r in records],
+        sample_ids=[str(r.id) for r, _, _ in records],
         flops_ratio=ratio,
         mean_prompt_length=mean_s,
         mean_vision_tokens=mean_v,
         cost=cost,
         calibration=calibration,
+        hidden_size=h,
         warnings=warnings,
     )
     if write:
@@ -350,6 +371,8 @@ def _task_name(task) -> str:
 def _model_ref(loaded, n_layers: int):
     from vtwcli.profiles import ModelRef
 
+    if hasattr(loaded, "model_ref"):
+        return loaded.model_ref()
     net = loaded.model
     return ModelRef(
         alias=getattr(loaded, "alias", None),
@@ -383,7 +406,7 @@ def _versions() -> dict[str, str]:
 
     from vtwcli import __version__
 
-    return {"vtw": __version__, "transformers": transformers.__version__, "torch": torch.__version__}
+    return {"vtw": str(__version__), "transformers": str(transformers.__version__), "torch": str(torch.__version__)}
 
 
 def _record(

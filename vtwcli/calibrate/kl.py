@@ -18,11 +18,15 @@ DIRECTIONS = ("withdrawn||full", "full||withdrawn")
 
 
 def check_direction(direction: str) -> str:
+    """The canonical name of ``direction``; ``withdrawn-full`` spells ``withdrawn||full`` without shell quoting."""
     from vtwcli.errors import UsageError
 
-    if direction not in DIRECTIONS:
-        raise UsageError(f"--direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    return direction
+    name = str(direction).replace("-", "||")
+    if name not in DIRECTIONS:
+        raise UsageError(
+            f"--direction must be withdrawn-full (the paper's) or full-withdrawn, got {direction!r}"
+        )
+    return name
 
 
 def kl_from_logits(p_logits, q_logits):
@@ -41,8 +45,7 @@ def kl_from_logits(p_logits, q_logits):
 
 def withdrawal_kl(withdrawn_logits, full_logits, direction: str = "withdrawn||full"):
     """KL between withdrawal and normal decoding, in the chosen direction, per row."""
-    check_direction(direction)
-    if direction == "withdrawn||full":
+    if check_direction(direction) == "withdrawn||full":
         return kl_from_logits(withdrawn_logits, full_logits)
     return kl_from_logits(full_logits, withdrawn_logits)
 

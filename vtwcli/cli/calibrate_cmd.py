@@ -1,14 +1,122 @@
-"""`vtw calibrate`: placeholder until its issue lands (see the project's issues)."""
+"""`vtw calibrate`: choose K for a model x task by the paper's KL criterion and save it.
+
+Only parses options and calls :func:`vtwcli.calibrate.calibrate`; torch and transformers load
+inside the command body so `vtw --help` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+_HELP = """Choose the withdrawal layer K for a model on a task, and save it in a profile.
+
+Runs the paper's criterion: for K = k-min..N-1, the KL divergence between the next-token
+distribution with the vision tokens withdrawn before layer K and the normal one, at the last
+prompt token, averaged over a few samples; K is the first one below eta. One full forward
+per sample serves every K. Writes profiles/<model>.yaml (other tasks in it are kept).
+
+Examples:
+
+  vtw calibrate
+
+  vtw calibrate --model llava-1.5-7b --data sqa --eta 0.003 --samples 20 --plot kl.png
+
+  vtw calibrate --data shapes --direction full-withdrawn --tokens 4 --json result.json
+"""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("calibrate")
-    def calibrate_command() -> None:
-        """Not implemented yet."""
-        from vtwcli.errors import UsageError
+    @app.command("calibrate", help=_HELP)
+    def calibrate_command(
+        model: str = typer.Option("testbed", "--model", "-m", help="Model alias, hub id or local directory."),
+        data: str = typer.Option("shapes", "--data", "-d", help="Task name (see `vtw datasets`)."),
+        data_path: str = typer.Option(None, "--data-path", help="Local copy of the dataset (directory or file)."),
+        split: str = typer.Option(None, "--split", help="Dataset split (default: the task's own)."),
+        eta: str = typer.Option("0.003", "--eta", help="KL threshold: K is the first layer whose mean KL is below it."),
+        samples: int = typer.Option(20, "--samples", "--limit", "-n", help="How many samples to draw."),
+        seed: int = typer.Option(0, "--seed", help="Seed for drawing the samples."),
+        k_min: int = typer.Option(None, "--k-min", help="Smallest K tried (default 5; 1 below 20 layers)."),
+        k_max: int = typer.Option(None, "--k-max", help="Largest K tried (default N)."),
+        batch_size: int = typer.Option(1, "--batch-size", "-b", help="Samples per forward pass."),
+        direction: str = typer.Option(
+            "withdrawn-full", "--direction", help="KL direction: withdrawn-full, KL(P_withdrawn || P_full) (the paper's), or full-withdrawn."
+        ),
+        tokens: int = typer.Option(
+            1, "--tokens", help="Average the KL over this many answer tokens (1 = last prompt token, the paper's)."
+        ),
+        out: Path = typer.Option(None, "--out", "-o", help="Profile to write or merge into (default profiles/<model>.yaml)."),
+        no_save: bool = typer.Option(False, "--no-save", help="Do not write a profile; only print the result."),
+        plot: Path = typer.Option(None, "--plot", help="Also draw the KL curve to this PNG file."),
+        json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
+        dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
+    ) -> None:
+        import json
+        import sys
 
-        raise UsageError("vtw calibrate is not implemented yet in this build")
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from vtwcli.calibrate import calibrate
+        from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
+        from vtwcli.errors import OutputPathError
+
+        quiet = json_out == "-"
+        console = Console(stderr=quiet)
+        err_console = Console(stderr=True)
+        with Progress(
+            TextColumn("[bold]calibrating[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            job = bar.add_task(f"{model} on {data}", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(job, completed=done, total=total)
+
+            result = calibrate(
+                model, data, eta=eta, samples=samples, seed=seed, k_min=k_min, k_max=k_max,
+                direction=direction, tokens=tokens, batch_size=batch_size, out=out, write=not no_save,
+                data_path=data_path, split=split, dtype=dtype, device=device, attn=attn, progress=progress,
+            )
+
+        console.print(curve_table(result))
+        console.print("\n".join(ascii_plot({k: p.mean for k, p in result.curve.items()}, result.eta, result.k)),
+                      markup=False, highlight=False)
+        for w in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        cost = result.cost
+        console.print(
+            f"K = [bold]{result.k}[/] of {result.num_layers} for {result.model_alias or result.model_id} on "
+            f"{result.task}; formula FLOPs at K: {result.flops_ratio:.1%} of the baseline "
+            f"(prompt {result.mean_prompt_length:.0f} tokens, {result.mean_vision_tokens:.0f} vision)",
+            highlight=False,
+        )
+        console.print(
+            "sweep cost per sample, in full forwards: "
+            f"this sweep {cost['fast_formula_forwards_per_sample']:.2f} (formula), "
+            f"{cost['measured_forwards_per_sample']:.2f} (measured); "
+            f"the paper's loop {cost['slow_formula_forwards_per_sample']:.2f} (formula)",
+            highlight=False,
+        )
+        if result.profile_path:
+            console.print(f"profile written: {result.profile_path}", highlight=False)
+        if plot is not None:
+            console.print(f"plot written: {write_png(result, plot)}", highlight=False)
+        if json_out is not None:
+            text = json.dumps(result.to_dict(), indent=2)
+            if quiet:
+                sys.stdout.write(text + "\n")
+            else:
+                try:
+                    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+                    Path(json_out).write_text(text + "\n", encoding="utf-8")
+                except OSError as err:
+                    raise OutputPathError(f"cannot write {json_out}: {err.strerror or err}") from err
+                console.print(f"result written: {json_out}", highlight=False)
