@@ -1,14 +1,68 @@
-"""`vtw models`: placeholder until its issue lands (see the project's issues)."""
+"""`vtw models`: the registered aliases, their hub ids, shapes, and whether weights are cached."""
 
 from __future__ import annotations
 
 import typer
 
+EXAMPLES = """
+Examples:
+
+  vtw models
+
+  vtw models --json > models.json
+
+Weights marked "no" can still be benchmarked by shape: vtw bench --model llava-1.5-7b --random-init
+"""
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("models")
-    def models_command() -> None:
-        """Not implemented yet."""
-        from vtwcli.errors import UsageError
+    @app.command("models", help="List model aliases, hub ids, layer counts and local cache state.\n\n" + EXAMPLES)
+    def models_command(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        from vtwcli.cli.run_cmd import one_line_errors
 
-        raise UsageError("vtw models is not implemented yet in this build")
+        with one_line_errors():
+            _list(as_json)
+
+
+def _list(as_json: bool) -> None:
+    import json
+
+    from vtwcli.models.catalog import model_rows
+
+    rows = model_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="vtw models (alias -> checkpoint)")
+    for col, kw in (
+        ("alias", {"style": "bold"}),
+        ("hub id", {}),
+        ("architecture", {}),
+        ("layers", {"justify": "right"}),
+        ("hidden", {"justify": "right"}),
+        ("vision tokens", {"justify": "right"}),
+        ("cached", {}),
+    ):
+        table.add_column(col, **kw)
+    for r in rows:
+        names = r["alias"] + (f" ({', '.join(r['other_names'])})" if r["other_names"] else "")
+        table.add_row(
+            names,
+            r["hub_id"],
+            r["model_type"],
+            str(r["num_layers"]),
+            str(r["hidden_size"]),
+            str(r["vision_tokens_per_image"]),
+            r["cached"],
+        )
+    console = Console()
+    console.print(table)
+    for r in rows:
+        if r.get("note"):
+            console.print(f"[dim]{r['alias']}: {r['note']}[/dim]")
+    console.print("[dim]Any hub id (owner/name) or local directory works too; --random-init needs no weights.[/dim]")

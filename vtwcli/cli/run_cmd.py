@@ -1,14 +1,287 @@
-"""`vtw run`: placeholder until its issue lands (see the project's issues)."""
+"""`vtw run`: answer prompts with a model and a K (from --k or a saved profile)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+
 import typer
+
+EXAMPLES = """
+Examples (no downloads: the bundled testbed answers when no model is named):
+
+  vtw run --image shapes.png --prompt "What colour is the square?"
+
+  vtw run --profile profiles/testbed.yaml --input questions.jsonl --output answers.jsonl
+
+  vtw run --model llava-1.5-7b --k 16 --image photo.jpg --prompt "Describe the image."
+
+  vtw run --model video-llava-7b --k 16 --video clip.mp4 --prompt "What happens?"
+
+  vtw run --image shapes.png          # interactive chat about the image (empty line ends)
+
+Each JSONL line: {"image": "a.png", "prompt": "...", "id": "q1"} ("images": [...] for
+several, "video": "v.mp4" for a video; paths relative to the JSONL file). Each output line
+adds answer, k, method, latency_s and model; a bad line gets an "error" field instead.
+"""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("run")
-    def run_command() -> None:
-        """Not implemented yet."""
-        from vtwcli.errors import UsageError
+    @app.command("run", help="Answer prompts with Visual Tokens Withdrawal at layer K.\n\n" + EXAMPLES)
+    def run_command(
+        model: str = typer.Option(
+            None,
+            "--model",
+            "-m",
+            help="Alias, hub id or directory (default: the profile's model, else testbed).",
+        ),
+        profile: Path = typer.Option(
+            None, "--profile", "-p", help="Saved profile: K per task for one model."
+        ),
+        task: str = typer.Option(
+            None, "--task", help="Use this task's K from the profile (default: the profile's default task)."
+        ),
+        k: int = typer.Option(
+            None, "--k", "-k", help="Decoder layers that see the vision tokens (overrides the profile)."
+        ),
+        method: str = typer.Option(
+            None, "--method", help="baseline | vtw | fastv (default: vtw with a K, else baseline)."
+        ),
+        image: list[Path] = typer.Option(None, "--image", "-i", help="Image file (repeat for several)."),
+        video: Path = typer.Option(
+            None, "--video", help="Video file (video models); frames are sampled uniformly."
+        ),
+        frames: int = typer.Option(8, "--frames", help="Frames sampled from --video."),
+        prompt: str = typer.Option(
+            None, "--prompt", help="Question to answer; without it (and without --input) starts a chat."
+        ),
+        input_path: Path = typer.Option(None, "--input", help="Prompts JSONL file (one object per line)."),
+        output_path: Path = typer.Option(
+            None, "--output", "-o", help="Answers JSONL file (written whole, atomically)."
+        ),
+        dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32."),
+        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
+        attn: str = typer.Option("sdpa", "--attn", help="sdpa | eager | flash_attention_2."),
+        max_new_tokens: int = typer.Option(
+            None,
+            "--max-new-tokens",
+            help="Longest answer, in tokens (default: the model's generation config, else 64).",
+        ),
+        random_init: bool = typer.Option(
+            False,
+            "--random-init",
+            help="Random weights from the shipped config (shapes only; answers are noise).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
+    ) -> None:
+        with one_line_errors():
+            _run(
+                model,
+                profile,
+                task,
+                k,
+                method,
+                image,
+                video,
+                frames,
+                prompt,
+                input_path,
+                output_path,
+                dtype,
+                device,
+                attn,
+                max_new_tokens,
+                random_init,
+                as_json,
+            )
 
-        raise UsageError("vtw run is not implemented yet in this build")
+
+@contextmanager
+def one_line_errors():
+    """VTWError -> one line on stderr and exit 2 (the traceback with --debug).
+
+    Raised as typer's own Exit: typer runs on its vendored click, which does not recognise
+    an Exit from the separate click package."""
+    from vtwcli.cli import debug_enabled
+    from vtwcli.errors import VTWError
+
+    try:
+        yield
+    except VTWError as err:
+        if debug_enabled():
+            raise
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+def _run(
+    model,
+    profile,
+    task,
+    k,
+    method,
+    image,
+    video,
+    frames,
+    prompt,
+    input_path,
+    output_path,
+    dtype,
+    device,
+    attn,
+    max_new_tokens,
+    random_init,
+    as_json,
+) -> None:
+    from vtwcli.errors import UsageError
+    from vtwcli.runner import RunSettings
+
+    settings = RunSettings(
+        model=model,
+        profile=profile,
+        task=task,
+        k=k,
+        method=method,
+        dtype=dtype,
+        device=device,
+        attn=attn,
+        max_new_tokens=max_new_tokens,
+        frames=frames,
+        random_init=random_init,
+    )
+    images = list(image or [])
+    videos = [video] if video is not None else []
+    if input_path is not None:
+        if prompt is not None or images or videos:
+            raise UsageError(
+                "--input reads prompts and images from the JSONL file; drop --prompt/--image/--video"
+            )
+        if output_path is None:
+            raise UsageError("--input needs --output FILE for the answers")
+        _batch(settings, input_path, output_path)
+    elif output_path is not None:
+        raise UsageError("--output goes with --input (a prompts JSONL file)")
+    elif prompt is not None:
+        _one_shot(settings, prompt, images, videos, as_json)
+    else:
+        if not images and not videos:
+            raise UsageError(
+                "give --prompt TEXT for one answer, --input FILE for many, or --image to chat about it"
+            )
+        _chat(settings, images, videos)
+
+
+def _describe(runner) -> str:
+    lm = runner.loaded
+    k = f"K={runner.k}/{lm.num_layers}" if runner.k is not None else f"no withdrawal ({lm.num_layers} layers)"
+    src = f", profile {runner.profile.path} task {runner.task_name}" if runner.profile is not None else ""
+    return f"{lm.alias or lm.model_id} on {lm.device} ({lm.dtype}), method {runner.method}, {k}{src}"
+
+
+def _one_shot(settings, prompt, images, videos, as_json) -> None:
+    import json
+
+    from rich.console import Console
+
+    from vtwcli.models.loading import check_image_file
+    from vtwcli.runner import Runner
+
+    for img in images:
+        check_image_file(img)
+    err = Console(stderr=True)
+    with Runner(settings) as runner:
+        ans = runner.answer(prompt, images=images, videos=videos)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "prompt": prompt,
+                        "answer": ans.text,
+                        "k": ans.k,
+                        "method": ans.method,
+                        "latency_s": round(ans.latency_s, 4),
+                        "model": runner.loaded.alias or runner.loaded.model_id,
+                    }
+                )
+            )
+        else:
+            typer.echo(ans.text)
+            err.print(f"[dim]{_describe(runner)}; {ans.latency_s * 1000:.0f} ms[/dim]")
+
+
+def _batch(settings, input_path, output_path) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vtwcli.errors import InputFileError
+    from vtwcli.runner import Runner, check_output_path, read_prompts
+
+    rows = read_prompts(input_path)
+    check_output_path(output_path)
+    err = Console(stderr=True)
+    with Runner(settings) as runner:
+        err.print(f"[dim]{_describe(runner)}[/dim]")
+        with Progress(
+            TextColumn("answering"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            job = bar.add_task("answering", total=len(rows))
+            summary = runner.run_batch(
+                input_path, output_path, on_line=lambda done, total: bar.update(job, completed=done)
+            )
+    for lineno, reason in summary.failed:
+        err.print(f"line {lineno}: {reason}", markup=False, highlight=False)
+    err.print(
+        f"wrote {summary.total} lines to {summary.output}: {summary.ok} answered, {len(summary.failed)} failed",
+        markup=False,
+        highlight=False,
+    )
+    if summary.failed:
+        raise InputFileError(
+            f"{len(summary.failed)} of {summary.total} lines in {input_path} failed (listed above; "
+            f'their output lines carry an "error" field); fix them and rerun'
+        )
+
+
+def _chat(settings, images, videos) -> None:
+    import sys
+
+    from rich.console import Console
+
+    from vtwcli.models.loading import check_image_file
+    from vtwcli.runner import Runner
+
+    for img in images:
+        check_image_file(img)
+    err = Console(stderr=True)
+    stdin = sys.stdin
+    with Runner(settings) as runner:
+        err.print(
+            f"[dim]{_describe(runner)}\nchat about {', '.join(map(str, images + videos))}; "
+            "an empty line, 'exit' or Ctrl-D ends[/dim]"
+        )
+        conversation: list[dict] = []
+        while True:
+            err.print("you> ", end="")
+            line = stdin.readline()
+            if not line or line.strip().lower() in ("", "exit", "quit"):
+                break
+            content = []
+            if not conversation:  # the image goes with the first turn, as in the models' training chats
+                content += [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
+            content.append({"type": "text", "text": line.strip()})
+            conversation.append({"role": "user", "content": content})
+            sys.stdout.write("model> ")
+            reply = []
+            for piece in runner.stream(conversation, images=images, videos=videos):
+                reply.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            conversation.append(
+                {"role": "assistant", "content": [{"type": "text", "text": "".join(reply).strip()}]}
+            )

@@ -1,0 +1,61 @@
+"""What `vtw models` lists: one row per alias, read from the shipped configs (no torch)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vtwcli.models.cache import weights_cached
+from vtwcli.models.registry import _SPECS, TESTBED_DIR, TESTBED_ID
+
+
+def model_rows() -> list[dict[str, Any]]:
+    rows = [_testbed_row()]
+    for spec in _SPECS:
+        shipped = spec.shipped()
+        cfg = shipped["config"]
+        text = cfg["text_config"]
+        rows.append(
+            {
+                "alias": spec.alias,
+                "other_names": list(spec.other_names),
+                "hub_id": spec.hub_id,
+                "model_type": cfg["model_type"],
+                "num_layers": text["num_hidden_layers"],
+                "hidden_size": text["hidden_size"],
+                "vision_tokens_per_image": shipped["vision_tokens"]["per_image"],
+                "vision_tokens": shipped["vision_tokens"],
+                "cached": weights_cached(spec.hub_id),
+                "note": spec.note,
+            }
+        )
+    return rows
+
+
+def _testbed_row() -> dict[str, Any]:
+    path = TESTBED_DIR / "config.json"
+    row: dict[str, Any] = {
+        "alias": "testbed",
+        "other_names": [],
+        "hub_id": TESTBED_ID,
+        "model_type": None,
+        "num_layers": None,
+        "hidden_size": None,
+        "vision_tokens_per_image": None,
+        "cached": "no",
+        "note": f"bundled with vtw in {TESTBED_DIR}",
+    }
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        row["note"] = f"bundled testbed missing from {TESTBED_DIR}"
+        return row
+    text = cfg.get("text_config", {})
+    row.update(
+        model_type=cfg.get("model_type"),
+        num_layers=text.get("num_hidden_layers"),
+        hidden_size=text.get("hidden_size"),
+        vision_tokens_per_image=cfg.get("image_seq_length"),
+        cached="bundled" if (TESTBED_DIR / "model.safetensors").is_file() else "no",
+    )
+    return row

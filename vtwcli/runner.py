@@ -1,0 +1,387 @@
+"""Answering prompts with a model and a K: the library behind ``vtw run``.
+
+    from vtwcli.runner import Runner, RunSettings
+    runner = Runner(RunSettings(profile="profiles/testbed.yaml"))
+    print(runner.answer("What colour is the square?", images=["shapes.png"]).text)
+    runner.run_batch("questions.jsonl", "answers.jsonl")
+
+K comes from ``--k``, else from the profile (the named task's entry, else its default);
+with neither, the model answers without withdrawal (method ``baseline``). Everything a user
+can get wrong is checked before the model loads, where that is possible, and raised as a
+:class:`vtwcli.errors.VTWError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vtwcli.errors import (
+    InputFileError,
+    KOutOfRangeError,
+    OutputPathError,
+    ProfileError,
+    UsageError,
+    VTWError,
+)
+
+RUN_METHODS = ("baseline", "vtw", "fastv")
+DEFAULT_FRAMES = 8
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class RunSettings:
+    """What ``vtw run`` was asked for; None means "not given" (a profile or default fills it)."""
+
+    model: str | None = None
+    profile: str | os.PathLike | None = None
+    task: str | None = None
+    k: int | None = None
+    method: str | None = None
+    ratio: float = 0.5  # fastv: share of vision tokens pruned at layer K
+    dtype: str = "auto"
+    device: str = "auto"
+    attn: str = "sdpa"
+    max_new_tokens: int | None = None  # None: the model's generation config, else DEFAULT_MAX_NEW_TOKENS
+    frames: int = DEFAULT_FRAMES
+    random_init: bool = False
+    revision: str | None = None
+
+
+@dataclass
+class Answer:
+    text: str
+    k: int | None
+    method: str
+    latency_s: float
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    output: Path | None = None
+
+    @property
+    def ok(self) -> int:
+        return self.total - len(self.failed)
+
+
+class Runner:
+    """A loaded model with its withdrawal settings; answers one prompt, a chat, or a JSONL file."""
+
+    def __init__(self, settings: RunSettings, loaded=None):
+        self.settings = s = settings
+        if s.method is not None and s.method not in RUN_METHODS:
+            raise UsageError(f"--method must be one of {', '.join(RUN_METHODS)}, got {s.method!r}")
+        if s.max_new_tokens is not None and s.max_new_tokens < 1:
+            raise UsageError(f"--max-new-tokens must be at least 1, got {s.max_new_tokens}")
+        if s.k is not None and s.k < 1:
+            raise KOutOfRangeError(f"--k must be at least 1 (K = decoder layers that see the vision tokens), got {s.k}")
+        if s.task is not None and s.profile is None:
+            raise UsageError("--task picks a K from a profile; pass --profile too (or give --k)")
+        self.profile = None
+        self.task_name: str | None = None
+        profile_method = None
+        if s.profile is not None:
+            from vtwcli.profiles import load_profile
+
+            self.profile = load_profile(s.profile)
+            self.task_name, entry = self.profile.entry(s.task)
+            profile_method = entry.method
+        self.method = s.method or (profile_method if profile_method in RUN_METHODS else None)
+        if self.method is None:
+            self.method = "vtw" if (s.k is not None or self.profile is not None) else "baseline"
+        model_name = s.model
+        if model_name is None and self.profile is not None:
+            model_name = self.profile.model.alias or self.profile.model.id
+        self.model_name = model_name or "testbed"
+        self.loaded = loaded if loaded is not None else self._load()
+        self.k = self._pick_k()
+        self.max_new_tokens = s.max_new_tokens or _model_max_new_tokens(self.loaded.model) or DEFAULT_MAX_NEW_TOKENS
+        self._handle = None
+
+    # -- set-up -----------------------------------------------------------------------
+    def _load(self):
+        from vtwcli.models import load_model, resolve
+
+        s = self.settings
+        resolve(self.model_name)  # unknown aliases fail here, before anything heavy
+        _quiet_transformers()
+        return load_model(
+            self.model_name, dtype=s.dtype, device=s.device, attn=s.attn, random_init=s.random_init,
+            revision=s.revision,
+        )
+
+    def _pick_k(self) -> int | None:
+        n = self.loaded.num_layers
+        s = self.settings
+        if self.profile is not None:
+            self.profile.check_model_layers(n)
+            if self.profile.model.num_layers != n:
+                raise ProfileError(
+                    f"profile {self.profile.path} was made for {self.profile.model.alias or self.profile.model.id} "
+                    f"({self.profile.model.num_layers} decoder layers), but {self.loaded.alias or self.loaded.model_id} "
+                    f"has {n}; use a profile for this model or calibrate one with `vtw calibrate`"
+                )
+        if self.method == "baseline":
+            return None
+        if s.k is not None:
+            k = s.k
+        elif self.profile is not None:
+            k = self.profile.k_for(self.task_name)
+        elif self.method == "fastv":
+            k = 2  # FastV's own default layer
+        else:
+            raise UsageError(f"--method {self.method} needs a K: pass --k or --profile")
+        if not 1 <= k <= n:
+            raise KOutOfRangeError(
+                f"K={k} is outside 1..{n} for {self.loaded.alias or self.loaded.model_id} ({n} decoder layers)"
+            )
+        return k
+
+    def _engine(self):
+        """Attach the engine once and keep it for this runner's life (chat turns reuse it)."""
+        if self.method == "baseline" or self._handle is not None:
+            return
+        from vtwcli.engine import apply
+
+        self._handle = apply(self.loaded.model, self.k, method=self.method, ratio=self.settings.ratio)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- answering --------------------------------------------------------------------
+    def _videos(self, videos) -> list:
+        if not videos:
+            return []
+        if getattr(self.loaded.processor, "video_token", None) is None:
+            raise UsageError(
+                f"{self.loaded.alias or self.loaded.model_id} does not take videos; use a video model "
+                "such as video-llava-7b or qwen2-vl-2b, or pass --image"
+            )
+        from vtwcli.models.video import sample_frames
+
+        return [sample_frames(v, self.settings.frames) if isinstance(v, (str, Path)) else v for v in videos]
+
+    def answer(self, prompt: str, images=None, videos=None) -> Answer:
+        from vtwcli.data.images import load_images
+
+        images = load_images(list(images or []))
+        vids = self._videos(videos)
+        self._engine()
+        t0 = time.perf_counter()
+        inputs = self.loaded.prepare([prompt], images=[images], videos=[vids])
+        text = self.loaded.generate(inputs, max_new_tokens=self.max_new_tokens)[0]
+        _sync(self.loaded.device)
+        return Answer(text=text, k=self.k, method=self.method, latency_s=time.perf_counter() - t0)
+
+    def stream(self, conversation: list[dict], images=None, videos=None) -> Iterator[str]:
+        """Yield the reply to ``conversation`` piece by piece as tokens are generated."""
+        from transformers import TextIteratorStreamer
+
+        from vtwcli.data.images import load_images
+
+        images = load_images(list(images or []))
+        vids = self._videos(videos)
+        self._engine()
+        inputs = self.loaded.prepare_chat([conversation], [images], [vids])
+        streamer = TextIteratorStreamer(self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                self.loaded.generate(inputs, max_new_tokens=self.max_new_tokens, streamer=streamer)
+            except BaseException as err:  # surfaced in the caller's thread below
+                errors.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    # -- batch ------------------------------------------------------------------------
+    def run_batch(
+        self,
+        input_path: str | os.PathLike,
+        output_path: str | os.PathLike,
+        on_line: Callable[[int, int], None] | None = None,
+    ) -> BatchSummary:
+        """Answer every line of ``input_path``; write ``output_path`` atomically when done.
+
+        A line that is not a JSON object, lacks a prompt, or names a bad image is recorded
+        with its line number (and an ``error`` field in the output) and the rest still run.
+        """
+        rows = read_prompts(input_path)
+        out = check_output_path(output_path)
+        summary = BatchSummary(total=len(rows), output=out)
+        results: list[dict[str, Any]] = []
+        for i, (lineno, row, problem) in enumerate(rows):
+            if problem is None:
+                try:
+                    ans = self.answer(row["prompt"], images=row["images"], videos=row["videos"])
+                except VTWError as err:
+                    problem = str(err)
+            record = {"line": lineno, **{k: v for k, v in row.get("raw", {}).items()}}
+            if problem is None:
+                record.update(answer=ans.text, k=ans.k, method=ans.method, latency_s=round(ans.latency_s, 4))
+            else:
+                summary.failed.append((lineno, problem))
+                record.update(answer=None, k=self.k, method=self.method, error=problem)
+            record["model"] = self.loaded.alias or self.loaded.model_id
+            results.append(record)
+            if on_line is not None:
+                on_line(i + 1, len(rows))
+        write_jsonl_atomic(out, results)
+        return summary
+
+
+def _model_max_new_tokens(model) -> int | None:
+    gen = getattr(model, "generation_config", None)
+    value = getattr(gen, "max_new_tokens", None)
+    return int(value) if value else None
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+# -- files ---------------------------------------------------------------------------------
+def read_prompts(path: str | os.PathLike) -> list[tuple[int, dict[str, Any], str | None]]:
+    """Parse a prompts JSONL file into (line number, row, problem-or-None), blank lines skipped.
+
+    Each line: ``{"image": "a.png" | "images": [...], "video": "v.mp4", "prompt": "...", "id": ...}``
+    (``question`` is accepted for ``prompt``); relative paths are relative to the JSONL file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"input file {p} does not exist" if not p.exists() else f"input {p} is not a file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputFileError(f"input file {p} cannot be read as UTF-8 text: {err}") from err
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as err:
+            rows.append((lineno, {}, f"line {lineno} is not valid JSON ({err.msg})"))
+            continue
+        if not isinstance(raw, dict):
+            rows.append((lineno, {}, f"line {lineno} is not a JSON object"))
+            continue
+        prompt = raw.get("prompt", raw.get("question"))
+        if not isinstance(prompt, str) or not prompt.strip():
+            rows.append((lineno, {"raw": raw}, f"line {lineno} has no \"prompt\" text"))
+            continue
+        images = raw.get("images", [raw["image"]] if "image" in raw else [])
+        videos = raw.get("videos", [raw["video"]] if "video" in raw else [])
+        if not isinstance(images, list) or not isinstance(videos, list):
+            rows.append((lineno, {"raw": raw}, f"line {lineno}: \"images\"/\"videos\" must be lists of paths"))
+            continue
+        rows.append(
+            (lineno, {"raw": raw, "prompt": prompt, "images": [_rel(p, x) for x in images],
+                      "videos": [_rel(p, x) for x in videos]}, None)
+        )
+    if not rows:
+        raise InputFileError(f"input file {p} has no prompts (one JSON object per line)")
+    return rows
+
+
+def _rel(base: Path, item: Any) -> Any:
+    if isinstance(item, str):
+        q = Path(item).expanduser()
+        return q if q.is_absolute() else base.parent / q
+    return item
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    out = Path(path)
+    if out.is_dir():
+        raise OutputPathError(f"output {out} is a directory; give a file name such as {out / 'answers.jsonl'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"output directory {parent} is not writable")
+    return out
+
+
+def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write all records or nothing: a temporary file beside ``path``, fsynced, then renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# -- one-call helpers (what the CLI calls) ---------------------------------------------------
+def answer(prompt: str, images=None, videos=None, settings: RunSettings | None = None) -> Answer:
+    """Answer one prompt; bad image/video paths fail before the model loads."""
+    from vtwcli.models.loading import check_image_file
+
+    for img in images or []:
+        if isinstance(img, (str, Path)):
+            check_image_file(img)
+    for vid in videos or []:
+        if isinstance(vid, (str, Path)) and not Path(vid).is_file():
+            raise InputFileError(f"video {vid} does not exist")
+    with Runner(settings or RunSettings()) as runner:
+        return runner.answer(prompt, images=images, videos=videos)
+
+
+def run_batch(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    settings: RunSettings | None = None,
+    on_line: Callable[[int, int], None] | None = None,
+    runner: Runner | None = None,
+) -> BatchSummary:
+    """Answer a prompts JSONL file into ``output_path``; the files are checked before the model loads."""
+    read_prompts(input_path)
+    check_output_path(output_path)
+    if runner is not None:
+        return runner.run_batch(input_path, output_path, on_line=on_line)
+    with Runner(settings or RunSettings()) as r:
+        return r.run_batch(input_path, output_path, on_line=on_line)
