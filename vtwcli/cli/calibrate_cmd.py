@@ -54,19 +54,44 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
     ) -> None:
-        import json
-        import sys
+        options = dict(locals())
+        # The shared group's VTWError handler raises click's Exit, which this typer (it vendors
+        # its own click) turns into exit 1 and a traceback; map errors here so exit 2 holds.
+        from vtwcli.cli import debug_enabled
+        from vtwcli.errors import VTWError
 
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        try:
+            _run(**options)
+        except VTWError as err:
+            if debug_enabled():
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
 
-        from vtwcli.calibrate import calibrate
-        from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
-        from vtwcli.errors import OutputPathError
 
-        quiet = json_out == "-"
-        console = Console(stderr=quiet)
-        err_console = Console(stderr=True)
+def _run(
+    model, data, data_path, split, eta, samples, seed, k_min, k_max, batch_size, direction, tokens, out,
+    no_save, plot, json_out, dtype, device, attn,
+) -> None:
+    import json
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers.utils import logging as hf_logging
+
+    from vtwcli.calibrate import calibrate
+    from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
+    from vtwcli.errors import OutputPathError
+
+    quiet = json_out == "-"
+    console = Console(stderr=quiet)
+    err_console = Console(stderr=True)
+
+    # one progress bar (ours), not transformers' weight-loading bar as well
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
         with Progress(
             TextColumn("[bold]calibrating[/] {task.description}"),
             BarColumn(),
@@ -74,6 +99,7 @@ def register(app: typer.Typer) -> None:
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
+            disable=not err_console.is_terminal,  # a finished transient bar still leaves a newline in logs
         ) as bar:
             job = bar.add_task(f"{model} on {data}", total=None)
 
@@ -85,38 +111,41 @@ def register(app: typer.Typer) -> None:
                 direction=direction, tokens=tokens, batch_size=batch_size, out=out, write=not no_save,
                 data_path=data_path, split=split, dtype=dtype, device=device, attn=attn, progress=progress,
             )
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
 
-        console.print(curve_table(result))
-        console.print("\n".join(ascii_plot({k: p.mean for k, p in result.curve.items()}, result.eta, result.k)),
-                      markup=False, highlight=False)
-        for w in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        cost = result.cost
-        console.print(
-            f"K = [bold]{result.k}[/] of {result.num_layers} for {result.model_alias or result.model_id} on "
-            f"{result.task}; formula FLOPs at K: {result.flops_ratio:.1%} of the baseline "
-            f"(prompt {result.mean_prompt_length:.0f} tokens, {result.mean_vision_tokens:.0f} vision)",
-            highlight=False,
-        )
-        console.print(
-            "sweep cost per sample, in full forwards: "
-            f"this sweep {cost['fast_formula_forwards_per_sample']:.2f} (formula), "
-            f"{cost['measured_forwards_per_sample']:.2f} (measured); "
-            f"the paper's loop {cost['slow_formula_forwards_per_sample']:.2f} (formula)",
-            highlight=False,
-        )
-        if result.profile_path:
-            console.print(f"profile written: {result.profile_path}", highlight=False)
-        if plot is not None:
-            console.print(f"plot written: {write_png(result, plot)}", highlight=False)
-        if json_out is not None:
-            text = json.dumps(result.to_dict(), indent=2)
-            if quiet:
-                sys.stdout.write(text + "\n")
-            else:
-                try:
-                    Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-                    Path(json_out).write_text(text + "\n", encoding="utf-8")
-                except OSError as err:
-                    raise OutputPathError(f"cannot write {json_out}: {err.strerror or err}") from err
-                console.print(f"result written: {json_out}", highlight=False)
+    console.print(curve_table(result))
+    console.print("\n".join(ascii_plot({k: p.mean for k, p in result.curve.items()}, result.eta, result.k)),
+                  markup=False, highlight=False)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    cost = result.cost
+    console.print(
+        f"K = [bold]{result.k}[/] of {result.num_layers} for {result.model_alias or result.model_id} on "
+        f"{result.task}; formula FLOPs at K: {result.flops_ratio:.1%} of the baseline "
+        f"(prompt {result.mean_prompt_length:.0f} tokens, {result.mean_vision_tokens:.0f} vision)",
+        highlight=False,
+    )
+    console.print(
+        "sweep cost per sample, in full forwards: "
+        f"this sweep {cost['fast_formula_forwards_per_sample']:.2f} (formula), "
+        f"{cost['measured_forwards_per_sample']:.2f} (measured); "
+        f"the paper's loop {cost['slow_formula_forwards_per_sample']:.2f} (formula)",
+        highlight=False,
+    )
+    if result.profile_path:
+        console.print(f"profile written: {result.profile_path}", highlight=False)
+    if plot is not None:
+        console.print(f"plot written: {write_png(result, plot)}", highlight=False)
+    if json_out is not None:
+        text = json.dumps(result.to_dict(), indent=2)
+        if quiet:
+            sys.stdout.write(text + "\n")
+        else:
+            try:
+                Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+                Path(json_out).write_text(text + "\n", encoding="utf-8")
+            except OSError as err:
+                raise OutputPathError(f"cannot write {json_out}: {err.strerror or err}") from err
+            console.print(f"result written: {json_out}", highlight=False)
