@@ -27,6 +27,7 @@ def task_of(cls, records, seed=0):
 @pytest.mark.parametrize("reply,right", [
     ("B", True), ("b", True), ("  B \n", True), ("B. dog", True), ("B.", True),
     ("A", False), ("b. dog", False),  # the "X." form needs an upper-case letter
+    ("B) dog", False), ("B)", False),  # only a period marks the letter form
     ("The answer is B", False), ("B dog", False), ("(B)", False), ("", False),
 ])
 def test_sqa_rules(reply, right):
