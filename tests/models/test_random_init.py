@@ -1,0 +1,84 @@
+"""random_init: every registered architecture builds from its shipped config (shrunken here),
+its (synthetic) processor inserts as many placeholders as the model produces features, and
+the model answers."""
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.models.shrink import TEXT_LAYERS, shrunk_config_dict
+from vtwcli.models import SPECS, config_from_dict, from_config, load_model
+from vtwcli.models.synthetic import synthetic_processor
+
+torch.set_num_threads(2)
+
+# Placeholder tokens for one image, worked out by hand from the published preprocessing.
+HAND_COUNTS = {
+    "llava-1.5-7b": ((336, 336), 576),  # (336/14)^2
+    "llava-1.5-13b": ((336, 336), 576),
+    "video-llava-7b": ((224, 224), 256),  # (224/14)^2
+    "qwen2-vl-2b": ((336, 336), 144),  # (336/14)^2 patches, merged 2x2
+    "qwen2-vl-7b": ((448, 448), 256),
+    "qwen2.5-vl-3b": ((336, 336), 144),
+    "internvl2-4b": ((448, 448), 256),  # one 448 tile (no crops for a square tile), pixel-shuffle 0.5
+}
+
+
+def _image(size, colour=(200, 40, 40)):
+    return Image.new("RGB", size, colour)
+
+
+def _build(alias):
+    return from_config(
+        config_from_dict(shrunk_config_dict(alias)), processor=synthetic_processor(alias), alias=alias,
+        model_id=SPECS[alias].hub_id, device="cpu", dtype="fp32", synthetic_processor=True,
+    )
+
+
+@pytest.mark.parametrize("alias", sorted(SPECS))
+def test_random_init_builds_and_answers(alias):
+    lm = _build(alias)
+    assert lm.random_init and lm.synthetic_processor and lm.num_layers == TEXT_LAYERS
+    assert lm.config.model_type == SPECS[alias].model_type
+    size = HAND_COUNTS.get(alias, ((400, 300), None))[0]
+    inputs = lm.prepare(["what is this", "a longer question about the picture"], images=[_image(size), _image(size)])
+    ids = inputs["input_ids"]
+    placeholder = lm.processor.image_token_id
+    per_row = (ids == placeholder).sum(dim=1).tolist()
+    if alias in HAND_COUNTS:
+        assert per_row == [HAND_COUNTS[alias][1]] * 2
+    else:  # LLaVA-NeXT's AnyRes count depends on the grid; the model itself checks it below
+        assert per_row[0] == per_row[1] > 576
+    assert (inputs["attention_mask"][:, -1] == 1).all(), "padding must be on the left"
+    # the forward pass raises if placeholders and image features disagree in number
+    replies = lm.generate(inputs, max_new_tokens=2)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+
+
+def test_random_init_dtype_is_honoured():
+    lm = from_config(
+        config_from_dict(shrunk_config_dict("llava-1.5-7b")), processor=synthetic_processor("llava-1.5-7b"),
+        device="cpu", dtype="bf16",
+    )
+    assert lm.dtype == "bf16" and {p.dtype for p in lm.model.parameters()} == {torch.bfloat16}
+
+
+def test_synthetic_tokenizer_keeps_the_real_special_ids():
+    tok = synthetic_processor("qwen2-vl-2b").tokenizer
+    assert tok.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|im_end|>"]) == [
+        151655, 151656, 151652, 151645,
+    ]
+    tok = synthetic_processor("llava-1.5-7b").tokenizer
+    assert tok("USER: <image>\nhello ASSISTANT:")["input_ids"][:3] == [1, 0, 32000]  # BOS, unknown word, image
+
+
+def test_load_model_random_init_on_the_testbed_uses_its_real_processor():
+    real = load_model("testbed", device="cpu")
+    rand = load_model("testbed", device="cpu", random_init=True)
+    assert rand.random_init and not rand.synthetic_processor
+    assert rand.num_layers == real.num_layers
+    real_w = dict(real.model.named_parameters())
+    same_shape = all(p.shape == real_w[n].shape for n, p in rand.model.named_parameters())
+    assert same_shape and set(real_w) == {n for n, _ in rand.model.named_parameters()}
+    name = next(n for n in real_w if "embed_tokens" in n)
+    assert not torch.equal(real_w[name], dict(rand.model.named_parameters())[name])

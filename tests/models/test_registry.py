@@ -1,0 +1,102 @@
+"""Alias resolution and the shipped architecture configs (checked against published facts)."""
+
+import json
+
+import pytest
+
+from vtwcli.errors import ModelNotFoundError
+from vtwcli.models import SPECS, resolve, shipped_config_dict
+from vtwcli.models.registry import CONFIG_DIR, TESTBED_DIR, TESTBED_ID
+
+# Published facts, copied by hand from the model cards / papers (not from our config files).
+PUBLISHED = {
+    # alias: (hub id, decoder layers, hidden size, parameters in billions as the hub pages list them)
+    "llava-1.5-7b": ("llava-hf/llava-1.5-7b-hf", 32, 4096, 7.06),
+    "llava-1.5-13b": ("llava-hf/llava-1.5-13b-hf", 40, 5120, 13.35),
+    "llava-next-7b": ("llava-hf/llava-v1.6-vicuna-7b-hf", 32, 4096, 7.06),
+    "qwen2-vl-2b": ("Qwen/Qwen2-VL-2B-Instruct", 28, 1536, 2.21),
+    "qwen2-vl-7b": ("Qwen/Qwen2-VL-7B-Instruct", 28, 3584, 8.29),
+    "qwen2.5-vl-3b": ("Qwen/Qwen2.5-VL-3B-Instruct", 36, 2048, 3.75),
+    "internvl2-4b": ("OpenGVLab/InternVL3-2B-hf", 28, 1536, 2.09),
+    "video-llava-7b": ("LanguageBind/Video-LLaVA-7B-hf", 32, 4096, 7.37),
+}
+
+
+def test_every_required_alias_is_registered():
+    assert set(SPECS) == set(PUBLISHED)
+    assert {p.stem for p in CONFIG_DIR.glob("*.json")} == set(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", ["llava-1.5-7b", "llava15-7b", "LLaVA-1.5-7B", "llava-hf/llava-1.5-7b-hf"])
+def test_alias_spellings_resolve_to_the_same_checkpoint(name):
+    r = resolve(name)
+    assert (r.alias, r.model_id, r.local_dir) == ("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", None)
+
+
+def test_default_and_testbed():
+    for name in (None, "testbed", "TESTBED"):
+        r = resolve(name)
+        assert r.is_testbed and r.model_id == TESTBED_ID and r.local_dir == TESTBED_DIR
+
+
+def test_unregistered_hub_id_passes_through():
+    r = resolve("someone/some-vlm")
+    assert (r.alias, r.model_id, r.local_dir) == (None, "someone/some-vlm", None)
+
+
+def test_local_directory(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    r = resolve(str(tmp_path))
+    assert r.alias is None and r.local_dir == tmp_path.resolve() and r.model_id == str(tmp_path.resolve())
+
+
+def test_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no config.json"):
+        resolve(str(tmp_path))
+
+
+def test_missing_directory_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve(str(tmp_path / "nope" / "model"))
+
+
+@pytest.mark.parametrize(
+    "typo, nearest", [("llava-1.5-7", "llava-1.5-7b"), ("qwen2vl-2b", "qwen2-vl-2b"), ("testbd", "testbed")]
+)
+def test_unknown_alias_suggests_the_nearest(typo, nearest):
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve(typo)
+    msg = str(info.value)
+    assert f"unknown model alias {typo!r}" in msg and nearest in msg and "vtw models" in msg
+
+
+@pytest.mark.parametrize("alias", sorted(PUBLISHED))
+def test_shipped_config_matches_published_facts(alias):
+    hub_id, layers, hidden, _ = PUBLISHED[alias]
+    data = json.loads((CONFIG_DIR / f"{alias}.json").read_text())
+    assert data["alias"] == alias and data["hub_id"] == hub_id == SPECS[alias].hub_id
+    text = data["config"]["text_config"]
+    assert (text["num_hidden_layers"], text["hidden_size"]) == (layers, hidden)
+    assert data["config"]["model_type"] == SPECS[alias].model_type
+
+
+def test_llava_vision_token_counts_follow_from_patching():
+    for alias in ("llava-1.5-7b", "llava-1.5-13b", "video-llava-7b"):
+        data = json.loads((CONFIG_DIR / f"{alias}.json").read_text())
+        vis = data["config"]["vision_config"]
+        size = vis.get("image_size", 224)  # CLIPVisionConfig's default, which Video-LLaVA relies on
+        assert data["vision_tokens"]["per_image"] == (size // vis["patch_size"]) ** 2
+
+
+@pytest.mark.parametrize("alias", sorted(PUBLISHED))
+def test_parameter_count_matches_the_hub_page(alias):
+    """Build each full-size model on the meta device (no memory) and count parameters."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vtwcli.models import config_from_dict
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config_from_dict(shipped_config_dict(alias)))
+    billions = sum(p.numel() for p in model.parameters()) / 1e9
+    assert billions == pytest.approx(PUBLISHED[alias][3], rel=0.01)
