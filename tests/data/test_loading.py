@@ -223,3 +223,28 @@ def test_shapes_missing_module_is_clear(monkeypatch):
     monkeypatch.setitem(sys.modules, "vtwcli.data.shapes", None)  # import of it now fails
     with pytest.raises(DatasetError, match="shapes task is not part of this build"):
         get_task("shapes")
+
+
+def test_unreachable_hub_without_offline_flag_is_fast_and_uses_cache(monkeypatch, isolated_hf):
+    import socket
+
+    import datasets
+    from huggingface_hub import constants
+
+    from vtwcli.data import loading
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(loading, "_reachable", {})
+
+    def no_network(*args, **kwargs):
+        raise OSError("no route")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(DatasetError, match="not reachable from this machine"):
+        get_task("ai2d")
+    b.fake_hub_cache(b.ai2d_rows(2), isolated_hf, "lmms-lab/ai2d", None, "test", SHA)
+    task = get_task("ai2d")
+    assert len(task) == 2 and task.source.revision == SHA
+    # the offline switch was only for that load
+    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False

@@ -8,15 +8,18 @@ tests that build a local copy exercise the same code as a user with the real dat
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
 import os
 import random
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from vtwcli.data.base import Source
 from vtwcli.errors import DatasetError, UsageError
@@ -111,15 +114,58 @@ def _download_help(task: str, loc: HubLocation) -> str:
     )
 
 
-def _load_hub(task: str, loc: HubLocation, ids: list[str], split: str, revision: str | None):
+@contextlib.contextmanager
+def _offline():
+    """Offline mode for one load: datasets and huggingface_hub read these flags at call time."""
+    import datasets
+    from huggingface_hub import constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
+_reachable: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so a machine without internet fails in seconds instead of
+    sitting through huggingface_hub's retries (about 30 s per id)."""
+    import datasets
+    from huggingface_hub import constants
+
+    if datasets.config.HF_HUB_OFFLINE or constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if host not in _reachable:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                _reachable[host] = True
+        except OSError:
+            _reachable[host] = False
+    return _reachable[host]
+
+
+def _load_hub(task: str, loc: HubLocation, ids: list[str], split: str, revision: str | None,
+              prefer_cache: bool = True):
     import datasets
 
-    # Try a copy this machine already has first, so offline use needs no flag.
-    ids = sorted(ids, key=lambda i: not _arrow_cache_dirs(i, loc.config))
-    problems = []
+    cached = {i for i in ids if _arrow_cache_dirs(i, loc.config)}
+    # A copy this machine already has is used as is (its revision is recorded), so offline use
+    # needs no flag and a rerun reads the same data; an explicit hub id asks the hub first.
+    ids = sorted(ids, key=lambda i: i not in cached)
+    online = hub_reachable()
+    problems = [] if online else ["the hub is not reachable from this machine (or HF_HUB_OFFLINE is set)"]
     for hub_id in ids:
+        use_cache = hub_id in cached and (prefer_cache or not online) and revision is None
+        if not use_cache and not online:
+            continue
         try:
-            ds = datasets.load_dataset(hub_id, loc.config, split=split, revision=revision)
+            with _offline() if use_cache else contextlib.nullcontext():
+                ds = datasets.load_dataset(hub_id, loc.config, split=split, revision=revision)
         except ValueError as err:
             text = str(err)
             if "split" in text.lower() and "unknown" in text.lower():
@@ -209,7 +255,7 @@ def load_table(task: str, loc: HubLocation, path: str | os.PathLike | None, spli
             where = str(local)
         elif _HUB_ID.match(os.fspath(path)):
             hub_id, revision = _split_revision(os.fspath(path))
-            ds, hub_id = _load_hub(task, loc, [hub_id], split, revision)
+            ds, hub_id = _load_hub(task, loc, [hub_id], split, revision, prefer_cache=False)
             source = Source(dataset_id=hub_id, config=loc.config, split=split,
                             revision=_revision_from_cache_files(ds) or revision)
             where = hub_id
