@@ -91,7 +91,7 @@ def test_videomme_loads_with_videos_and_skips_missing(tmp_path):
     assert task.source.skipped == 1 and "vid1" in task.skipped[0]
     assert task.images(task[0]) == []
     (frames,) = task.videos(task[0])
-    assert len(frames) == 4
+    assert frames.shape == (4, 32, 32, 3) and frames.dtype.name == "uint8"
     assert task.prompt(task[0]) == (
         "Select the best answer to the following multiple-choice question based on the video and the "
         "subtitles. Respond with only the letter (A, B, C, or D) of the correct option.\n"

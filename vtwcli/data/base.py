@@ -90,7 +90,7 @@ class Task:
         return load_images(record.images)
 
     def videos(self, record: Record) -> list[Any]:
-        """Decoded videos for ``record``: a list with one list of PIL frames per video."""
+        """Decoded videos for ``record``: one (T, H, W, 3) uint8 frame array per video."""
         return []
 
     def parse(self, record: Record, reply: str) -> Any:

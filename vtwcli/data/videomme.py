@@ -121,7 +121,10 @@ class VideoMMETask(HubTask):
     def videos(self, record: Record) -> list:
         if record.video is None:
             raise DatasetError(f"videomme: record {record.id} has no video file")
-        return [sample_frames(record.video, self.num_frames)]
+        import numpy as np
+
+        # (T, H, W, 3) uint8, the form LoadedModel.prepare takes for a decoded video
+        return [np.stack([np.asarray(frame) for frame in sample_frames(record.video, self.num_frames)])]
 
     def parse(self, record: Record, reply: str) -> str:
         return videomme_extract(clean_reply(reply))
