@@ -154,7 +154,5 @@ def test_datasets_unknown_task_message():
     assert "unknown task 'mmeee'. Did you mean 'mme'?" in result.output
 
 
-@pytest.mark.xfail(reason="vtwcli/cli/__init__.py raises click's Exit, which typer 0.29 reports as exit 1",
-                   strict=False)
 def test_datasets_unknown_task_exits_2():
     assert _run(["datasets", "--task", "mmeee"]).exit_code == 2

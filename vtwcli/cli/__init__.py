@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -27,19 +26,19 @@ def debug_enabled() -> bool:
 class _VTWGroup(TyperGroup):
     """Turns VTWError (and a few common OS errors) into one clear line and exit 2."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except VTWError as err:
             if debug_enabled():
                 raise
-            click.echo(f"error: {err}", err=True)
-            raise click.exceptions.Exit(err.exit_code) from None
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            click.echo("interrupted: nothing was written for the unfinished work", err=True)
-            raise click.exceptions.Exit(130) from None
+            typer.echo("interrupted: nothing was written for the unfinished work", err=True)
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
