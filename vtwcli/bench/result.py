@@ -184,7 +184,7 @@ class BenchResult:
         from tabulate import tabulate
 
         headers, body = self.display_rows()
-        text = tabulate(body, headers=headers, tablefmt="pipe", disablenumparse=True)
+        text = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True)
         lines = [text, "", self.caption()]
         lines += [f"- {n}" for n in self.notices]
         return "\n".join(lines) + "\n"
@@ -219,7 +219,19 @@ def _spread(stat: dict[str, Any] | None) -> str:
     if not stat or stat.get("median") is None:
         return "-"
     half_iqr = (stat["p75"] - stat["p25"]) / 2
-    return f"{stat['median']:.3g} ±{half_iqr:.2g}"
+    return f"{_fixed(stat['median'])} ±{_fixed(half_iqr)}"
+
+
+def _fixed(x: float) -> str:
+    """About three significant digits without exponent notation (milliseconds)."""
+    ax = abs(x)
+    if ax >= 100:
+        return f"{x:.0f}"
+    if ax >= 10:
+        return f"{x:.1f}"
+    if ax >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
 
 
 # ---- output files ------------------------------------------------------------------

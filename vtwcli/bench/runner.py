@@ -35,7 +35,7 @@ DEFAULT_SYNTHETIC_SAMPLES = 8
 DEFAULT_SYNTHETIC_NEW_TOKENS = 32
 # LLaVA-1.5's prompts on MME average 641.4 tokens with 576 vision tokens (../shared/docs/flops.md):
 # about 65 text tokens, which is what synthetic prompts aim for (the chat template adds a few).
-SYNTHETIC_PROMPT_WORDS = 48
+SYNTHETIC_PROMPT_WORDS = 60
 SYNTHETIC_IMAGE_SIZE = (640, 480)  # width, height: a typical COCO photo (sets LLaVA-NeXT's anyres count)
 
 ProgressFn = Callable[[int, int, str], None]

@@ -1,14 +1,151 @@
-"""`vtw bench`: placeholder until its issue lands (see the project's issues)."""
+"""`vtw bench`: FLOPs, latency, memory and accuracy of baseline, FastV and VTW side by side.
+
+Only parses options and calls :func:`vtwcli.bench.bench`; torch and transformers load inside
+the command body so `vtw --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import typer
 
+_HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured
+prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
+
+All methods run in one process on the same samples, interleaved per sample, greedy, with the
+same max_new_tokens, after a warm-up that is not counted. Without CUDA the memory columns
+say n/a.
+
+Examples:
+
+  vtw bench
+
+  vtw bench --profile profiles/llava15_7b.yaml --data sqa --limit 200 --json sqa.json
+
+  vtw bench --model llava-1.5-7b --k 16 --random-init --dtype bf16 --markdown table.md
+
+  vtw bench --methods baseline,fastv,vtw,rand --fastv-k 3 --fastv-ratio 0.5 --csv rows.csv
+"""
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("bench")
-    def bench_command() -> None:
-        """Not implemented yet."""
-        from vtwcli.errors import UsageError
+    @app.command("bench", help=_HELP)
+    def bench_command(
+        model: str = typer.Option("testbed", "--model", "-m", help="Model alias, hub id or local directory."),
+        data: str = typer.Option(None, "--data", "-d", help="Task name (default shapes; see `vtw datasets`)."),
+        data_path: str = typer.Option(None, "--data-path", help="Local copy of the dataset (directory or file)."),
+        split: str = typer.Option(None, "--split", help="Dataset split (default: the task's own)."),
+        limit: int = typer.Option(None, "--limit", "-n", help="Samples to run (default 40; 8 with --random-init)."),
+        methods: str = typer.Option(
+            "baseline,fastv,vtw", "--methods", help="Comma-separated rows: baseline, fastv, vtw, rand."
+        ),
+        k: int = typer.Option(None, "--k", "-k", help="VTW's K (layers that still see the vision tokens)."),
+        profile: str = typer.Option(None, "--profile", "-p", help="Profile YAML to take K from."),
+        task: str = typer.Option(None, "--task", help="Which task's K to take from the profile (default: --data)."),
+        fastv_k: int = typer.Option(2, "--fastv-k", help="FastV's K (layers before pruning)."),
+        fastv_ratio: float = typer.Option(0.5, "--fastv-ratio", help="FastV's R: share of vision tokens pruned."),
+        random_init: bool = typer.Option(
+            False, "--random-init", help="Random weights from the shipped shape config: speed and memory only."
+        ),
+        max_new_tokens: int = typer.Option(
+            None, "--max-new-tokens", help="Tokens per reply (default: the task's; 32 with --random-init)."
+        ),
+        warmup: int = typer.Option(1, "--warmup", help="Uncounted warm-up rounds (each method once per round)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for sample selection, synthetic prompts and `rand`."),
+        json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
+        csv_out: str = typer.Option(None, "--csv", help="Write one CSV row per method to this file ('-' for stdout)."),
+        md_out: str = typer.Option(None, "--markdown", help="Write the table as markdown to this file ('-' for stdout)."),
+        log_samples: bool = typer.Option(
+            False, "--log-samples", help="Put every sample's prompt, replies, parsed answers and timings in the JSON."
+        ),
+        dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
+    ) -> None:
+        options = dict(locals())
+        # Map errors here (as calibrate does): the group handler's click Exit does not keep exit 2
+        # with the click typer vendors.
+        from vtwcli.cli import debug_enabled
+        from vtwcli.errors import VTWError
 
-        raise UsageError("vtw bench is not implemented yet in this build")
+        try:
+            _run(**options)
+        except VTWError as err:
+            if debug_enabled():
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+
+def _run(
+    model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
+    max_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn,
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vtwcli.bench.result import check_writable, write_atomic
+    from vtwcli.bench.runner import parse_methods
+    from vtwcli.errors import UsageError
+
+    # Every check a user can fail runs before the model loads.
+    parse_methods(methods)
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    if log_samples and not json_out:
+        raise UsageError("--log-samples puts each sample into the JSON result; add --json out.json")
+    stdout_outputs = [name for name, v in (("--json", json_out), ("--csv", csv_out), ("--markdown", md_out)) if v == "-"]
+    if len(stdout_outputs) > 1:
+        raise UsageError(f"only one output can go to stdout ('-'), got {', '.join(stdout_outputs)}")
+    targets = {"json": check_writable(json_out, "json"), "csv": check_writable(csv_out, "csv"),
+               "markdown": check_writable(md_out, "md")}  # fmt: skip
+    paths = [p.resolve() for p in targets.values() if p is not None]
+    if len(paths) != len(set(paths)):
+        raise UsageError("--json, --csv and --markdown must name different files")
+
+    quiet = bool(stdout_outputs)  # keep stdout clean for the machine-readable output
+    console = Console(stderr=quiet)
+    err_console = Console(stderr=True)
+
+    from transformers.utils import logging as hf_logging
+
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one progress bar (ours), not the weight-loading bar too
+    try:
+        with Progress(
+            TextColumn("[bold]benchmarking[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as bar:
+            job = bar.add_task(f"{model}", total=None)
+
+            def progress(done: int, total: int, what: str) -> None:
+                bar.update(job, completed=done, total=total, description=f"{model}: {what}")
+
+            from vtwcli.bench import bench
+
+            result = bench(
+                model=model, data=data, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k,
+                fastv_ratio=fastv_ratio, limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
+                warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
+                data_path=data_path, split=split, seed=seed, progress=progress,
+            )
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+
+    console.print(result.rich_table())
+    for notice in result.notices:
+        console.print(f"note: {notice}", markup=False, highlight=False)
+
+    # Render everything first, then write: a rendering error leaves no file behind.
+    texts = {"json": result.to_json(), "csv": result.to_csv(), "markdown": result.to_markdown()}
+    for key, given in (("json", json_out), ("csv", csv_out), ("markdown", md_out)):
+        if given == "-":
+            print(texts[key], end="")
+        elif given:
+            write_atomic(targets[key], texts[key])
+            console.print(f"wrote {key} to {targets[key]}", markup=False, highlight=False)
