@@ -31,12 +31,12 @@ def test_k_equals_n_is_bit_identical_and_leaves_no_hook(arch, attn):
     batch = S.inputs(model, rows=(0, 1))
     hooks_before = S.hook_count(model)
     base_logits = model(**batch).logits
-    base_tokens = _generate(model, batch).sequences
+    base_tokens = _generate(model, batch, n=3).sequences
     n = vtwcli.get_arch(model).num_layers(model.config)
     with vtwcli.withdraw(model, k=n) as handle:
         assert S.hook_count(model) > hooks_before
         logits = model(**batch).logits
-        tokens = _generate(model, batch).sequences
+        tokens = _generate(model, batch, n=3).sequences
     assert torch.equal(logits, base_logits)
     assert torch.equal(tokens, base_tokens)
     assert handle.last_prefill.kept == handle.last_prefill.length
@@ -112,13 +112,13 @@ def test_left_padded_batch_equals_each_prompt_alone(arch, attn, method):
 
     with vtwcli.withdraw(model, k=K, method=method) as handle:
         logits = model(**batch).logits[:, -1]
-        seqs = _generate(model, batch, n=4).sequences
+        seqs = _generate(model, batch, n=3).sequences
         kept = handle.last_prefill.kept
         for b, v in enumerate(variants):
             alone = S.inputs(model, rows=(v,))
             torch.testing.assert_close(logits[b], model(**alone).logits[0, -1], atol=S.ATOL, rtol=0)
             assert handle.last_prefill.kept == [kept[b]]
-            new_alone = _generate(model, alone, n=4).sequences[0, alone["input_ids"].shape[1]:]
+            new_alone = _generate(model, alone, n=3).sequences[0, alone["input_ids"].shape[1]:]
             assert seqs[b, batch["input_ids"].shape[1]:].tolist() == new_alone.tolist()
 
 
