@@ -296,19 +296,19 @@ def read_prompts(path: str | os.PathLike) -> list[tuple[int, dict[str, Any], str
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as err:
-            rows.append((lineno, {}, f"line {lineno} is not valid JSON ({err.msg})"))
+            rows.append((lineno, {}, f"not valid JSON ({err.msg})"))
             continue
         if not isinstance(raw, dict):
-            rows.append((lineno, {}, f"line {lineno} is not a JSON object"))
+            rows.append((lineno, {}, "not a JSON object"))
             continue
         prompt = raw.get("prompt", raw.get("question"))
         if not isinstance(prompt, str) or not prompt.strip():
-            rows.append((lineno, {"raw": raw}, f"line {lineno} has no \"prompt\" text"))
+            rows.append((lineno, {"raw": raw}, "no \"prompt\" text"))
             continue
         images = raw.get("images", [raw["image"]] if "image" in raw else [])
         videos = raw.get("videos", [raw["video"]] if "video" in raw else [])
         if not isinstance(images, list) or not isinstance(videos, list):
-            rows.append((lineno, {"raw": raw}, f"line {lineno}: \"images\"/\"videos\" must be lists of paths"))
+            rows.append((lineno, {"raw": raw}, "\"images\"/\"videos\" must be lists of paths"))
             continue
         rows.append(
             (lineno, {"raw": raw, "prompt": prompt, "images": [_rel(p, x) for x in images],
@@ -364,9 +364,11 @@ def answer(prompt: str, images=None, videos=None, settings: RunSettings | None =
     for img in images or []:
         if isinstance(img, (str, Path)):
             check_image_file(img)
+    from vtwcli.models.video import check_video_file
+
     for vid in videos or []:
-        if isinstance(vid, (str, Path)) and not Path(vid).is_file():
-            raise InputFileError(f"video {vid} does not exist")
+        if isinstance(vid, (str, Path)):
+            check_video_file(vid)
     with Runner(settings or RunSettings()) as runner:
         return runner.answer(prompt, images=images, videos=videos)
 

@@ -184,10 +184,13 @@ def _one_shot(settings, prompt, images, videos, as_json) -> None:
     from rich.console import Console
 
     from vtwcli.models.loading import check_image_file
+    from vtwcli.models.video import check_video_file
     from vtwcli.runner import Runner
 
     for img in images:
         check_image_file(img)
+    for vid in videos:
+        check_video_file(vid)
     err = Console(stderr=True)
     with Runner(settings) as runner:
         ans = runner.answer(prompt, images=images, videos=videos)
@@ -234,11 +237,12 @@ def _batch(settings, input_path, output_path) -> None:
                 input_path, output_path, on_line=lambda done, total: bar.update(job, completed=done)
             )
     for lineno, reason in summary.failed:
-        err.print(f"line {lineno}: {reason}", markup=False, highlight=False)
+        err.print(f"line {lineno}: {reason}", markup=False, highlight=False, soft_wrap=True)
     err.print(
         f"wrote {summary.total} lines to {summary.output}: {summary.ok} answered, {len(summary.failed)} failed",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     if summary.failed:
         raise InputFileError(
@@ -253,10 +257,13 @@ def _chat(settings, images, videos) -> None:
     from rich.console import Console
 
     from vtwcli.models.loading import check_image_file
+    from vtwcli.models.video import check_video_file
     from vtwcli.runner import Runner
 
     for img in images:
         check_image_file(img)
+    for vid in videos:
+        check_video_file(vid)
     err = Console(stderr=True)
     stdin = sys.stdin
     with Runner(settings) as runner:

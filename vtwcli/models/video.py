@@ -54,3 +54,13 @@ def _spread(total: int, n: int) -> set[int]:
     if n >= total:
         return set(range(total))
     return {round(i * (total - 1) / (n - 1)) for i in range(n)} if n > 1 else {total // 2}
+
+
+def check_video_file(path: str | Path) -> Path:
+    """Fail early (before a model loads) on a missing video path."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"video {p} does not exist")
+    if not p.is_file():
+        raise InputFileError(f"video {p} is not a file")
+    return p
