@@ -283,7 +283,7 @@ def quick_eval(model, enc, n_per_type=50, blank=False):
     return out
 
 
-def train_decoder(model, enc, args, rng: random.Random, log):
+def train_decoder(model, enc, args, rng: random.Random, log, checkpoint=None):
     params = [p for n, p in model.named_parameters() if p.requires_grad and "vision_tower" not in n]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -292,7 +292,8 @@ def train_decoder(model, enc, args, rng: random.Random, log):
     types, probs = zip(*args.mix.items(), strict=True)
     t0 = time.time()
     model.train()
-    for step in range(args.steps):
+    last = min(args.steps, args.stop_after or args.steps)
+    for step in range(last):
         warm = min(1.0, (step + 1) / args.warmup)
         lr = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for g in opt.param_groups:
@@ -318,11 +319,14 @@ def train_decoder(model, enc, args, rng: random.Random, log):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % args.log_every == 0 or step == args.steps - 1:
+        if step % args.log_every == 0 or step == last - 1:
             msg = f"step {step:5d} lr {lr:.2e} loss {loss.item():.3f} ({time.time() - t0:.0f}s)"
-            if step % args.eval_every == 0 or step == args.steps - 1:
+            if step % args.eval_every == 0 or step == last - 1:
                 acc = quick_eval(model, enc)
                 msg += " held-out " + " ".join(f"{k} {v:.2f}" for k, v in acc.items())
+                if checkpoint is not None and step > 0:
+                    # A usable snapshot on disk while training goes on (the CPU is shared; runs get cut).
+                    checkpoint(step + 1, acc)
             log(msg)
 
 
@@ -353,20 +357,22 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vision-hidden", type=int, default=96)
     ap.add_argument("--vision-layers", type=int, default=3)
-    ap.add_argument("--vision-steps", type=int, default=600)
+    ap.add_argument("--vision-steps", type=int, default=300)
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this many steps of the --steps schedule (reproduces a cut-short run)")
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--aux-weight", type=float, default=0.5)
     ap.add_argument("--mix", default="exist=0.3,choice=0.4,colour=0.15,count=0.15",
                     help="question-type sampling weights for stage 2")
     ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
     args.mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
 
@@ -389,25 +395,25 @@ def main(argv=None):
     verify(model, processor, enc)
     log(f"parameters: {sum(p.numel() for p in model.parameters()):,}; vocabulary {len(tokenizer)} words")
 
+    def save(steps_done, acc, final=None, blank=None, t_stage=None):
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        args_d = {k: v for k, v in vars(args).items() if k != "out"}
+        (out / "training.json").write_text(json.dumps({
+            "script": "scripts/train_testbed.py", "args": args_d, "generator": shapes.GENERATOR_VERSION,
+            "torch": torch.__version__, "stage2_steps_done": steps_done, "stage_seconds": t_stage,
+            "quick_eval_heldout": final or acc, "quick_eval_blank": blank,
+        }, indent=2) + "\n")
+
     t0 = time.time()
     train_vision(model, args, rng, log)
     t1 = time.time()
-    train_decoder(model, enc, args, rng, log)
+    train_decoder(model, enc, args, rng, log, checkpoint=save)
     t2 = time.time()
     final = quick_eval(model, enc, n_per_type=100)
     blank = quick_eval(model, enc, n_per_type=100, blank=True)
     log(f"stage 1 {t1 - t0:.0f}s, stage 2 {t2 - t1:.0f}s; held-out {final}; blank {blank}")
-
-    for p in model.parameters():
-        p.requires_grad_(True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    args_d = {k: v for k, v in vars(args).items() if k not in ("out",)}
-    (out / "training.json").write_text(json.dumps({
-        "script": "scripts/train_testbed.py", "args": args_d, "generator": shapes.GENERATOR_VERSION,
-        "torch": torch.__version__, "stage1_s": round(t1 - t0), "stage2_s": round(t2 - t1),
-        "quick_eval_heldout": final, "quick_eval_blank": blank,
-    }, indent=2) + "\n")
+    save(min(args.steps, args.stop_after or args.steps), None, final, blank, [round(t1 - t0), round(t2 - t1)])
     log(f"saved to {out}")
 
 
