@@ -247,10 +247,17 @@ def check_writable(path: str | os.PathLike | None, what: str) -> Path | None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise OutputPathError(f"cannot write {what} to {p}: directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"cannot write {what} to {p}: directory {parent} is not writable")
     if p.exists() and not os.access(p, os.W_OK):
         raise OutputPathError(f"cannot write {what} to {p}: the file exists and is read-only")
+    # Trying is the only reliable test (root ignores permission bits, some filesystems refuse anyway).
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(
+            f"cannot write {what} to {p}: directory {parent} is not writable ({err.strerror or err})"
+        ) from err
     return p
 
 
