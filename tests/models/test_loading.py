@@ -15,7 +15,7 @@ from vtwcli.errors import ModelNotFoundError, UsageError
 from vtwcli.models import load_model
 from vtwcli.models.registry import TESTBED_DIR
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -10,7 +10,7 @@ from tests.models.shrink import TEXT_LAYERS, shrunk_config_dict
 from vtwcli.models import SPECS, config_from_dict, from_config, load_model
 from vtwcli.models.synthetic import synthetic_processor
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 # Placeholder tokens for one image, worked out by hand from the published preprocessing.
 HAND_COUNTS = {

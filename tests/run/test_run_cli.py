@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from vtwcli.cli import app
 from vtwcli.profiles import ModelRef, Profile, TaskEntry, save_profile
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 cli = CliRunner()
 
 

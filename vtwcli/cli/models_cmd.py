@@ -41,7 +41,7 @@ def _list(as_json: bool) -> None:
     table = Table(title="vtw models (alias -> checkpoint)")
     for col, kw in (
         ("alias", {"style": "bold"}),
-        ("hub id", {}),
+        ("hub id", {"no_wrap": True}),
         ("architecture", {}),
         ("layers", {"justify": "right"}),
         ("hidden", {"justify": "right"}),
