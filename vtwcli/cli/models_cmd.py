@@ -20,10 +20,7 @@ def register(app: typer.Typer) -> None:
     def models_command(
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
-        from vtwcli.cli.run_cmd import one_line_errors
-
-        with one_line_errors():
-            _list(as_json)
+        _list(as_json)
 
 
 def _list(as_json: bool) -> None:

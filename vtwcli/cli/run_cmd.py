@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -74,44 +73,25 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
     ) -> None:
-        with one_line_errors():
-            _run(
-                model,
-                profile,
-                task,
-                k,
-                method,
-                image,
-                video,
-                frames,
-                prompt,
-                input_path,
-                output_path,
-                dtype,
-                device,
-                attn,
-                max_new_tokens,
-                random_init,
-                as_json,
-            )
-
-
-@contextmanager
-def one_line_errors():
-    """VTWError -> one line on stderr and exit 2 (the traceback with --debug).
-
-    Raised as typer's own Exit: typer runs on its vendored click, which does not recognise
-    an Exit from the separate click package."""
-    from vtwcli.cli import debug_enabled
-    from vtwcli.errors import VTWError
-
-    try:
-        yield
-    except VTWError as err:
-        if debug_enabled():
-            raise
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(err.exit_code) from None
+        _run(
+            model,
+            profile,
+            task,
+            k,
+            method,
+            image,
+            video,
+            frames,
+            prompt,
+            input_path,
+            output_path,
+            dtype,
+            device,
+            attn,
+            max_new_tokens,
+            random_init,
+            as_json,
+        )
 
 
 def _run(
