@@ -54,19 +54,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
     ) -> None:
-        options = dict(locals())
-        # The shared group's VTWError handler raises click's Exit, which this typer (it vendors
-        # its own click) turns into exit 1 and a traceback; map errors here so exit 2 holds.
-        from vtwcli.cli import debug_enabled
-        from vtwcli.errors import VTWError
-
-        try:
-            _run(**options)
-        except VTWError as err:
-            if debug_enabled():
-                raise
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(err.exit_code) from None
+        _run(**dict(locals()))
 
 
 def _run(
