@@ -39,7 +39,7 @@ def _build(alias):
 def test_random_init_builds_and_answers(alias):
     lm = _build(alias)
     assert lm.random_init and lm.synthetic_processor and lm.num_layers == TEXT_LAYERS
-    assert lm.config.model_type == SPECS[alias].model_type
+    assert lm.arch.family == SPECS[alias].family
     size = HAND_COUNTS.get(alias, ((400, 300), None))[0]
     inputs = lm.prepare(["what is this", "a longer question about the picture"], images=[_image(size), _image(size)])
     ids = inputs["input_ids"]

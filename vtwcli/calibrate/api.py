@@ -242,7 +242,7 @@ def calibrate(
     layers). ``direction`` is ``"withdrawn||full"`` (the paper's) or ``"full||withdrawn"``;
     ``tokens`` > 1 averages the KL over the first tokens of the full model's greedy answer.
     ``method="slow"`` runs the paper's loop (one forward per K) instead of the one-pass sweep.
-    Writes the profile (``out``, default ``profiles/<alias>.yaml``) unless ``write=False``;
+    Writes the profile (``out``, default ``profiles/<name>.yaml``, the shipped profile of a registered alias) unless ``write=False``;
     ``progress(done, total)`` is called after each batch.
     """
     import torch
@@ -357,9 +357,12 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _alias(loaded) -> str:
+    """File stem for the default profile path: a registered model's shipped profile name."""
     alias = getattr(loaded, "alias", None)
     if alias:
-        return str(alias)
+        from vtwcli.models.registry import profile_stem
+
+        return profile_stem(str(alias))
     ident = str(getattr(loaded, "model_id", None) or "model")
     return ident.rstrip("/").replace("\\", "/").split("/")[-1] or "model"
 

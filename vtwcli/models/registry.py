@@ -31,7 +31,8 @@ class ModelSpec:
 
     alias: str
     hub_id: str
-    model_type: str
+    family: str  # the ArchRecord.family its shipped config resolves to (checked by a test)
+    profile: str  # file stem of its profile under profiles/ (calibrate merges into it)
     other_names: tuple[str, ...] = ()
     note: str | None = None
 
@@ -43,26 +44,29 @@ class ModelSpec:
         return _read_shipped(self.alias)
 
 
-# The paper's models. model_type is what the shipped config builds (and what
-# vtwcli.archs matches on); hub ids are the native-transformers ("-hf") conversions.
+# The paper's models; hub ids are the native-transformers ("-hf") conversions. The
+# architecture itself comes from the shipped config (vtwcli.archs matches its model_type).
 _SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", ("llava15-7b",)),
-    ModelSpec("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "llava", ("llava15-13b",)),
-    ModelSpec("llava-next-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", "llava_next", ("llava-v1.6-vicuna-7b",)),
-    ModelSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl"),
-    ModelSpec("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct", "qwen2_vl"),
-    ModelSpec("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
+    ModelSpec("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "LLaVA-1.5", "llava15_7b", ("llava15-7b",)),
+    ModelSpec("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "LLaVA-1.5", "llava15_13b", ("llava15-13b",)),
+    ModelSpec(
+        "llava-next-7b", "llava-hf/llava-v1.6-vicuna-7b-hf", "LLaVA-NeXT", "llava_next_7b", ("llava-v1.6-vicuna-7b",)
+    ),
+    ModelSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "Qwen2-VL", "qwen2vl_2b"),
+    ModelSpec("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct", "Qwen2-VL", "qwen2vl_7b"),
+    ModelSpec("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL", "qwen25vl_3b"),
     ModelSpec(
         "internvl2-4b",
         "OpenGVLab/InternVL3-2B-hf",
-        "internvl",
+        "InternVL",
+        "internvl2_4b",
         ("internvl3-2b",),
         note=(
             "InternVL2-4B has no native transformers class (it needs trust_remote_code); "
             "this alias loads the nearest native checkpoint, InternVL3-2B-hf (28 layers)"
         ),
     ),
-    ModelSpec("video-llava-7b", "LanguageBind/Video-LLaVA-7B-hf", "video_llava"),
+    ModelSpec("video-llava-7b", "LanguageBind/Video-LLaVA-7B-hf", "Video-LLaVA", "video_llava_7b"),
 )
 
 SPECS: dict[str, ModelSpec] = {s.alias: s for s in _SPECS}
@@ -147,3 +151,9 @@ def shipped_config_dict(alias: str) -> dict[str, Any]:
 
 def shipped_num_layers(alias: str) -> int:
     return int(shipped_config_dict(alias)["text_config"]["num_hidden_layers"])
+
+
+def profile_stem(alias: str) -> str:
+    """File stem of a model's profile under ``profiles/`` (the shipped one for registered aliases)."""
+    spec = _BY_NAME.get(alias.lower())
+    return spec.profile if spec is not None else alias
