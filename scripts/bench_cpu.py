@@ -61,8 +61,10 @@ def main() -> int:
     gap = abs(vtw.prefill_ratio - vtw.tflops_ratio)
     good = gap <= 0.07
     ok &= good
+    # On a busy machine the least-disturbed run (the minimum) is printed too; the check uses medians.
+    min_ratio = vtw.prefill_ms["min"] / base.prefill_ms["min"]
     print(f"[{'PASS' if good else 'FAIL'}] VTW prefill latency ratio {vtw.prefill_ratio:.3f} vs formula FLOPs "
-          f"ratio {vtw.tflops_ratio:.3f}: gap {gap:.3f} (target <= 0.07)")
+          f"ratio {vtw.tflops_ratio:.3f}: gap {gap:.3f} (target <= 0.07); ratio of the fastest runs {min_ratio:.3f}")
 
     # 2. VTW vs FastV
     # "Faster" is judged end to end (prefill + decode, the paper's latency); prefill alone is
