@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import typer
 
-_HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured
-prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
+_HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
 
-All methods run in one process on the same samples, interleaved per sample, greedy, with the
-same max_new_tokens, after a warm-up that is not counted. Without CUDA the memory columns
-say n/a.
+All methods run in one process on the same samples, interleaved per sample, greedy, with the same max_new_tokens, after a warm-up that is not counted. Without CUDA the memory columns say n/a. See docs/bench.md.
 
 Examples:
 
