@@ -22,10 +22,14 @@ import torch
 from vtwcli.archs import get_arch
 
 ATTN_IMPLS = ("eager", "sdpa", "flash_attention_2")
+# transformers' flash_attention_2 code path with pure-torch kernels (tests/engine/flash_standin.py)
+FA2_STANDIN = "fa2_standin"
 DEVICE = os.environ.get("VTW_TEST_DEVICE", "cpu")
 DTYPE = getattr(torch, os.environ.get("VTW_TEST_DTYPE", "float32"))
 # float32 on CPU agrees to ~1e-5 with a differently-ordered computation; bf16 needs room
 ATOL = 2e-4 if DTYPE == torch.float32 else 8e-2
+# withdrawal must move the logits by more than this, or a comparison with it proves nothing
+MOVES = 0.25
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -45,17 +49,27 @@ def skip_reason(attn: str) -> str | None:
     return None
 
 
-def attn_params():
-    return [pytest.param(a, id=a) for a in ATTN_IMPLS]
+def attn_params(standin: bool = False):
+    names = ATTN_IMPLS + ((FA2_STANDIN,) if standin else ())
+    return [pytest.param(a, id=a) for a in names]
 
 
-def make(arch: str, attn: str, num_layers: int = 4, seed: int = 0):
-    """A tiny model for (arch, attn), or a visible skip when this machine cannot run it."""
+def make(arch: str, attn: str, num_layers: int = 4, seed: int = 0, monkeypatch=None):
+    """A tiny model for (arch, attn), or a visible skip when this machine cannot run it.
+    ``fa2_standin`` needs the test's ``monkeypatch`` (the kernels are swapped for one test)."""
     from tiny import build_tiny_model
 
     reason = skip_reason(attn)
     if reason:
         pytest.skip(reason)
+    if attn == FA2_STANDIN:
+        import flash_standin
+
+        assert monkeypatch is not None, "fa2_standin needs monkeypatch"
+        model = build_tiny_model(arch, attn="sdpa", dtype=DTYPE, num_layers=num_layers, seed=seed).to(DEVICE)
+        flash_standin.install(monkeypatch)
+        flash_standin.switch_to_flash(model)
+        return model
     return build_tiny_model(arch, attn=attn, dtype=DTYPE, num_layers=num_layers, seed=seed).to(DEVICE)
 
 
@@ -104,6 +118,18 @@ def reference_last_logits(model, batch: dict, k: int, drop: torch.Tensor | None)
     assert batch["input_ids"].shape[0] == 1 and bool(batch["attention_mask"].all()), "reference: one unpadded row"
     embeds, pos = capture_decoder_inputs(model, batch)
     cos, sin = text.rotary_emb(embeds, pos)
+    # the hand-built 4D mask suits sdpa and eager; a flash-configured model is run through sdpa
+    text_cfg = arch.text_config(model.config)
+    impl = text_cfg._attn_implementation
+    if impl not in ("eager", "sdpa"):
+        text_cfg._attn_implementation = "sdpa"
+    try:
+        return _reference_layers(model, arch, text, embeds, cos, sin, k, drop)
+    finally:
+        text_cfg._attn_implementation = impl
+
+
+def _reference_layers(model, arch, text, embeds, cos, sin, k, drop):
     hidden = embeds
 
     def causal(n):

@@ -46,11 +46,11 @@ def test_k_equals_n_is_bit_identical_and_leaves_no_hook(arch, attn):
     assert torch.equal(model(**batch).logits, base_logits)
 
 
-@pytest.mark.parametrize("attn", S.attn_params())
+@pytest.mark.parametrize("attn", S.attn_params(standin=True))
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
-def test_prefill_matches_reference_that_deletes_vision_rows(arch, attn):
-    model = S.make(arch, attn)
+def test_prefill_matches_reference_that_deletes_vision_rows(arch, attn, monkeypatch):
+    model = S.make(arch, attn, monkeypatch=monkeypatch)
     batch = S.inputs(model, rows=(1,))
     vision = S.vision_of(model, batch)[0]
     expected = S.reference_last_logits(model, batch, K, drop=vision)
@@ -59,7 +59,7 @@ def test_prefill_matches_reference_that_deletes_vision_rows(arch, attn):
         got = model(**batch).logits[0, -1]
     torch.testing.assert_close(got, expected, atol=S.ATOL, rtol=0)
     # not vacuous: withdrawal moves the logits far more than the tolerance
-    assert (expected - full).abs().max() > 50 * S.ATOL
+    assert (expected - full).abs().max() > max(S.MOVES, 10 * S.ATOL)
     # and the reference without deletion is the unmodified model
     torch.testing.assert_close(model(**batch).logits[0, -1], full, atol=S.ATOL, rtol=0)
     stats = handle.last_prefill
@@ -67,11 +67,11 @@ def test_prefill_matches_reference_that_deletes_vision_rows(arch, attn):
     assert stats.kept == [vision.numel() - int(vision.sum())]
 
 
-@pytest.mark.parametrize("attn", S.attn_params())
+@pytest.mark.parametrize("attn", S.attn_params(standin=True))
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
-def test_cached_greedy_generate_matches_cache_free_reference(arch, attn):
-    model = S.make(arch, attn)
+def test_cached_greedy_generate_matches_cache_free_reference(arch, attn, monkeypatch):
+    model = S.make(arch, attn, monkeypatch=monkeypatch)
     batch = S.inputs(model, rows=(0,))
     steps = 5
     vision = S.vision_of(model, batch)[0]
@@ -98,11 +98,11 @@ def test_cached_greedy_generate_matches_cache_free_reference(arch, attn):
 
 
 @pytest.mark.parametrize("method", ["vtw", "fastv"])
-@pytest.mark.parametrize("attn", S.attn_params())
+@pytest.mark.parametrize("attn", S.attn_params(standin=True))
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
-def test_left_padded_batch_equals_each_prompt_alone(arch, attn, method):
-    model = S.make(arch, attn)
+def test_left_padded_batch_equals_each_prompt_alone(arch, attn, method, monkeypatch):
+    model = S.make(arch, attn, monkeypatch=monkeypatch)
     variants = (0, 1, 2)
     batch = S.inputs(model, rows=variants)
     lengths = batch["attention_mask"].sum(1)
