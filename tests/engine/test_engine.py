@@ -155,3 +155,16 @@ def test_fastv_keeps_the_top_ranked_vision_tokens_of_eager_attention(arch, attn)
         drop = (vision[b] & ~expected[b])[lead:]
         ref = S.reference_last_logits(model, row, k, drop=drop)
         torch.testing.assert_close(got_logits[b], ref, atol=S.ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("attn", S.attn_params())
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_static_cache_generates_what_the_dynamic_cache_does(arch, attn):
+    # the dynamic-cache path is checked against the reference above; a static cache must agree
+    model = S.make(arch, attn)
+    batch = S.inputs(model, rows=(0, 1))
+    with vtwcli.withdraw(model, k=K):
+        dynamic = _generate(model, batch, n=4).sequences
+        static = _generate(model, batch, n=4, cache_implementation="static").sequences
+    assert torch.equal(static, dynamic)
