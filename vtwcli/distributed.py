@@ -12,9 +12,10 @@ naming the rank.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -154,6 +155,10 @@ def run_sharded(ctx: DistContext, work: Callable[[], T]) -> list[T] | None:
         [(r, p["error"]) for r, p in enumerate(gathered) if not p["ok"]] if gathered is not None else None,
     )
     if failures:
+        messages = {msg for _, msg in failures}
+        if len(failures) == ctx.world_size and len(messages) == 1:
+            # the same mistake everywhere (a bad option, a missing file): say it once
+            raise RankFailedError(f"all {ctx.world_size} ranks failed: {messages.pop()}; nothing was written")
         detail = "; ".join(f"rank {r}: {msg}" for r, msg in failures)
         raise RankFailedError(f"{len(failures)} of {ctx.world_size} ranks failed ({detail}); nothing was written")
     if gathered is None:
@@ -161,8 +166,34 @@ def run_sharded(ctx: DistContext, work: Callable[[], T]) -> list[T] | None:
     return [p["value"] for p in gathered]
 
 
+def merge_shards(shares: Sequence[Sequence[tuple[int, T]]]) -> list[T]:
+    """Per-rank lists of (global index, item) back in global order, each index exactly once."""
+    pairs = sorted(((i, item) for share in shares for i, item in share), key=lambda pair: pair[0])
+    seen = [i for i, _ in pairs]
+    if len(set(seen)) != len(seen):
+        raise RuntimeError(f"a sample was processed by two ranks (indices {seen}); the shards overlap")
+    return [item for _, item in pairs]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+@contextlib.contextmanager
+def quiet_on_other_ranks() -> Iterator[None]:
+    """Around a CLI command: a failed data-parallel run is reported once, by rank 0.
+
+    Every rank raises :class:`RankFailedError` (so every rank exits non-zero and the
+    launcher stops); the ranks other than 0 leave with the same exit code and print nothing.
+    """
+    try:
+        yield
+    except RankFailedError as err:
+        if _CONTEXT is not None and not _CONTEXT.is_main:
+            import typer
+
+            raise typer.Exit(err.exit_code) from None
+        raise

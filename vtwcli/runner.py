@@ -54,6 +54,7 @@ class RunSettings:
     frames: int = DEFAULT_FRAMES
     random_init: bool = False
     revision: str | None = None
+    device_map: str | None = None  # "auto": spread one model's layers over the visible devices
 
 
 @dataclass
@@ -69,6 +70,7 @@ class BatchSummary:
     total: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
     output: Path | None = None
+    world_size: int = 1  # data-parallel ranks that shared the lines
 
     @property
     def ok(self) -> int:
@@ -116,9 +118,10 @@ class Runner:
         s = self.settings
         resolve(self.model_name)  # unknown aliases fail here, before anything heavy
         _quiet_transformers()
+        extra: dict[str, Any] = {"device_map": s.device_map} if s.device_map is not None else {}
         return load_model(
             self.model_name, dtype=s.dtype, device=s.device, attn=s.attn, random_init=s.random_init,
-            revision=s.revision,
+            revision=s.revision, **extra,
         )
 
     def _pick_k(self) -> int | None:
@@ -233,9 +236,21 @@ class Runner:
         """
         rows = read_prompts(input_path)
         out = check_output_path(output_path)
-        summary = BatchSummary(total=len(rows), output=out)
-        results: list[dict[str, Any]] = []
-        for i, (lineno, row, problem) in enumerate(rows):
+        results = [rec for _, rec in self.answer_rows(rows, range(len(rows)), on_line)]
+        write_jsonl_atomic(out, results)
+        return summarize_batch(results, out)
+
+    def answer_rows(
+        self,
+        rows: list[tuple[int, dict[str, Any], str | None]],
+        indices,
+        on_line: Callable[[int, int], None] | None = None,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Answer ``rows[i]`` for each i in ``indices``: (i, output record) pairs, in order."""
+        indices = list(indices)
+        out: list[tuple[int, dict[str, Any]]] = []
+        for n, i in enumerate(indices):
+            lineno, row, problem = rows[i]
             if problem is None:
                 try:
                     ans = self.answer(row["prompt"], images=row["images"], videos=row["videos"])
@@ -245,14 +260,18 @@ class Runner:
             if problem is None:
                 record.update(answer=ans.text, k=ans.k, method=ans.method, latency_s=round(ans.latency_s, 4))
             else:
-                summary.failed.append((lineno, problem))
                 record.update(answer=None, k=self.k, method=self.method, error=problem)
             record["model"] = self.loaded.alias or self.loaded.model_id
-            results.append(record)
+            out.append((i, record))
             if on_line is not None:
-                on_line(i + 1, len(rows))
-        write_jsonl_atomic(out, results)
-        return summary
+                on_line(n + 1, len(indices))
+        return out
+
+
+def summarize_batch(results: list[dict[str, Any]], output: Path, world_size: int = 1) -> BatchSummary:
+    summary = BatchSummary(total=len(results), output=output, world_size=world_size)
+    summary.failed = [(rec["line"], rec["error"]) for rec in results if "error" in rec]
+    return summary
 
 
 def _model_max_new_tokens(model) -> int | None:
@@ -262,7 +281,7 @@ def _model_max_new_tokens(model) -> int | None:
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
+    if str(device).startswith("cuda"):
         import torch
 
         torch.cuda.synchronize()
@@ -379,11 +398,52 @@ def run_batch(
     settings: RunSettings | None = None,
     on_line: Callable[[int, int], None] | None = None,
     runner: Runner | None = None,
-) -> BatchSummary:
-    """Answer a prompts JSONL file into ``output_path``; the files are checked before the model loads."""
-    read_prompts(input_path)
-    check_output_path(output_path)
-    if runner is not None:
-        return runner.run_batch(input_path, output_path, on_line=on_line)
-    with Runner(settings or RunSettings()) as r:
-        return r.run_batch(input_path, output_path, on_line=on_line)
+    dist: Any = None,
+    on_ready: Callable[[Runner], None] | None = None,
+) -> BatchSummary | None:
+    """Answer a prompts JSONL file into ``output_path``; the files are checked before the model loads.
+
+    Under ``torchrun``/``accelerate launch`` (or with ``dist``) each rank answers a strided
+    share of the lines on its own device and rank 0 writes the whole file, in input order
+    (the same file one process writes, but for latencies); other ranks return None.
+    ``on_ready(runner)`` is called on rank 0 once the model is loaded, ``on_line(done,
+    total)`` on rank 0 after each of its own lines.
+    """
+    import dataclasses
+
+    from vtwcli.distributed import context, merge_shards, run_sharded
+
+    rows = read_prompts(input_path)
+    out = check_output_path(output_path)
+    ctx = dist if dist is not None else context()
+    settings = settings or RunSettings()
+    if settings.device_map is not None and ctx.enabled:
+        raise UsageError(
+            "--device-map splits one model over the devices; under torchrun/accelerate launch each rank "
+            "already has its own device. Use one or the other"
+        )
+    if ctx.enabled and runner is None:
+        settings = dataclasses.replace(settings, device=ctx.device(settings.device))
+    made: list[Runner] = []
+
+    def work() -> list[tuple[int, dict[str, Any]]]:
+        r = runner
+        if r is None:
+            r = Runner(settings)
+            made.append(r)
+        if on_ready is not None and ctx.is_main:
+            on_ready(r)
+        return r.answer_rows(rows, ctx.shard_indices(len(rows)), on_line if ctx.is_main else None)
+
+    try:
+        shares = run_sharded(ctx, work)
+    finally:
+        for r in made:
+            r.close()
+    if shares is None:
+        return None
+    results = merge_shards(shares)
+    if len(results) != len(rows):
+        raise RuntimeError(f"gathered {len(results)} answers for {len(rows)} lines; a rank lost some")
+    write_jsonl_atomic(out, results)
+    return summarize_batch(results, out, ctx.world_size)

@@ -4,8 +4,10 @@ JSON schema (``kind: vtw-bench``, ``schema_version: 1``), documented in docs/ben
 
 - ``model``: alias, id, architecture, num_layers, hidden_size, random_init
 - ``task``: name, source (what was loaded), samples, has_answers
-- ``settings``: methods, K values, FastV ratio, max_new_tokens, warm-up, greedy, dtype, attn, device
-- ``environment``: device name, library versions, threads, whether CUDA and NVML were used
+- ``settings``: methods, K values, FastV ratio, max_new_tokens, warm-up, greedy, dtype, attn, device,
+  world_size (data-parallel ranks that shared the samples), device_map
+- ``environment``: device name, library versions, threads, whether CUDA and NVML were used;
+  ``ranks``: each rank's device and sample count
 - ``prompt``: average prompt length and vision-token count the FLOPs formula was evaluated at
 - ``rows``: one per method, every column of the table (see :data:`ROW_FIELDS`)
 - ``notices``: what the reader must know (no CUDA, a method that ran out of memory...)
@@ -35,7 +37,7 @@ ROW_FIELDS = (
     "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
     "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
     "nvml_peak_bytes", "nvml_per_sample_bytes", "nvml_per_sample_ratio",
-    "accuracy", "metric", "metrics", "agreement", "samples", "error",
+    "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank",
 )  # fmt: skip
 
 
@@ -67,6 +69,9 @@ class MethodRow:
     agreement: float | None = None  # share of samples whose parsed answer equals baseline's
     samples: int = 0  # samples measured
     error: str | None = None  # e.g. out of memory: the row's other fields cover what ran before
+    # data-parallel runs: per rank {rank, device, samples, prefill_ms, decode_ms_per_token, e2e_ms};
+    # the columns above pool every rank's samples
+    per_rank: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -121,7 +126,7 @@ class BenchResult:
                 elif name in ("prefill_ms", "decode_ms_per_token", "e2e_ms"):
                     for key in ("median", "p25", "p75", "min", "max"):
                         d[f"{name}_{key}"] = None
-                elif name == "metrics":
+                elif name in ("metrics", "per_rank"):
                     d[name] = json.dumps(value) if value else None
                 else:
                     d[name] = value

@@ -148,7 +148,9 @@ def bench(
     image_size: tuple[int, int] = SYNTHETIC_IMAGE_SIZE,
     prompt_words: int = SYNTHETIC_PROMPT_WORDS,
     progress: ProgressFn | None = None,
-) -> BenchResult:
+    device_map: str | None = None,
+    dist: Any = None,
+) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand``) on the same samples.
 
     ``model`` is an alias, hub id or directory, or an already loaded
@@ -156,6 +158,12 @@ def bench(
     ``random_init`` synthetic inputs are used instead). K comes from ``k``, else from
     ``profile`` for ``task`` (default: the data's name), else half the layers (with a notice).
     Returns a :class:`BenchResult`; nothing is written.
+
+    Under ``torchrun``/``accelerate launch`` (or with ``dist``, a
+    :class:`vtwcli.distributed.DistContext`) each rank measures a strided share of the same
+    samples on its own device; rank 0 gathers them and returns the result over the union
+    (every sample scored once; latencies pooled, and per rank in ``MethodRow.per_rank``);
+    the other ranks return None. ``device_map="auto"`` spreads one model over the devices.
     """
     # ---- every cheap check before anything heavy is loaded
     chosen = parse_methods(methods)
@@ -181,156 +189,221 @@ def bench(
 
         prof = load_profile(profile)
 
-    # ---- model
-    import torch
+    # ---- every rank: model, samples, its share of the measured runs (all inside run_sharded, so a
+    # rank that fails still reaches the gather and the run ends with one message, not a hang)
+    from vtwcli.distributed import context, run_sharded
 
-    loaded = _load(model, dtype=dtype, device=device, attn=attn, random_init=random_init)
-    hf = loaded.model
-    n_layers = int(loaded.num_layers)
-    name = loaded.alias or loaded.model_id
-    notices: list[str] = []
+    ctx = dist if dist is not None else context()
+    if device_map is not None and ctx.enabled:
+        raise UsageError(
+            "--device-map splits one model over the devices; under torchrun/accelerate launch each rank "
+            "already has its own device. Use one or the other"
+        )
+    state: dict[str, Any] = {}
 
-    task_name = None if random_init else (data or "shapes")
-    k_profile, entry_task = None, None
-    if prof is not None:
-        prof.check_model_layers(n_layers)
-        if task is not None:  # asked for by name: a missing entry is an error
-            entry_task, _ = prof.entry(task)
-        elif task_name in prof.tasks:
-            entry_task = task_name
-        else:
-            entry_task, _ = prof.entry(None)
-        k_profile = prof.k_for(entry_task)
-    needs_k = any(m in ("vtw", "rand") for m in chosen)
-    if k is None and needs_k:
-        if k_profile is not None:
-            k = k_profile
-            notices.append(f"K={k} from profile {profile} (task {entry_task})")
-        else:
-            k = max(1, n_layers // 2)
+    def work() -> dict[str, Any]:
+        nonlocal k  # filled from the profile or the default below
+        # ---- model
+        import torch
+
+        loaded = _load(
+            model, dtype=dtype, device=ctx.device(device) if ctx.enabled else device, attn=attn,
+            random_init=random_init, device_map=device_map,
+        )
+        hf = loaded.model
+        n_layers = int(loaded.num_layers)
+        name = loaded.alias or loaded.model_id
+        notices: list[str] = []
+
+        task_name = None if random_init else (data or "shapes")
+        k_profile, entry_task = None, None
+        if prof is not None:
+            prof.check_model_layers(n_layers)
+            if task is not None:  # asked for by name: a missing entry is an error
+                entry_task, _ = prof.entry(task)
+            elif task_name in prof.tasks:
+                entry_task = task_name
+            else:
+                entry_task, _ = prof.entry(None)
+            k_profile = prof.k_for(entry_task)
+        needs_k = any(m in ("vtw", "rand") for m in chosen)
+        if k is None and needs_k:
+            if k_profile is not None:
+                k = k_profile
+                notices.append(f"K={k} from profile {profile} (task {entry_task})")
+            else:
+                k = max(1, n_layers // 2)
+                notices.append(
+                    f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
+                    f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
+                )
+        if needs_k:
+            _check_k("--k", k, n_layers, name)
+        if "fastv" in chosen:
+            _check_k("--fastv-k", fastv_k, n_layers, name)
+
+        specs = []
+        for m in chosen:
+            if m == "baseline":
+                specs.append(MethodSpec("baseline"))
+            elif m == "fastv":
+                specs.append(MethodSpec("fastv", k=fastv_k, ratio=float(fastv_ratio), seed=seed))
+            else:
+                specs.append(MethodSpec(m, k=k, seed=seed))
+
+        # ---- samples
+        if random_init:
+            the_task = None
+            n = limit if limit is not None else DEFAULT_SYNTHETIC_SAMPLES
+            samples = _synthetic_samples(loaded, n, seed=seed, image_size=image_size, words=prompt_words)
+            new_tokens = max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
+            gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+            task_info: dict[str, Any] = {
+                "name": "synthetic",
+                "source": {"dataset_id": "synthetic", "image_size": list(image_size), "prompt_words": prompt_words},
+                "samples": len(samples),
+                "has_answers": False,
+            }
             notices.append(
-                f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
-                f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
+                "random weights: speed and memory only; every reply is forced to max_new_tokens tokens "
+                "and accuracy is n/a (agreement compares generated tokens)"
             )
-    if needs_k:
-        _check_k("--k", k, n_layers, name)
-    if "fastv" in chosen:
-        _check_k("--fastv-k", fastv_k, n_layers, name)
-
-    specs = []
-    for m in chosen:
-        if m == "baseline":
-            specs.append(MethodSpec("baseline"))
-        elif m == "fastv":
-            specs.append(MethodSpec("fastv", k=fastv_k, ratio=float(fastv_ratio), seed=seed))
         else:
-            specs.append(MethodSpec(m, k=k, seed=seed))
+            from vtwcli.data import get_task
 
-    # ---- samples
-    if random_init:
-        the_task = None
-        n = limit if limit is not None else DEFAULT_SYNTHETIC_SAMPLES
-        samples = _synthetic_samples(loaded, n, seed=seed, image_size=image_size, words=prompt_words)
-        new_tokens = max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
-        gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
-        task_info: dict[str, Any] = {
-            "name": "synthetic",
-            "source": {"dataset_id": "synthetic", "image_size": list(image_size), "prompt_words": prompt_words},
-            "samples": len(samples),
-            "has_answers": False,
-        }
-        notices.append(
-            "random weights: speed and memory only; every reply is forced to max_new_tokens tokens "
-            "and accuracy is n/a (agreement compares generated tokens)"
-        )
-    else:
-        from vtwcli.data import get_task
-
-        the_task = get_task(task_name, path=data_path, split=split, limit=limit or DEFAULT_LIMIT, seed=seed)
-        if len(the_task) == 0:
-            raise UsageError(f"task {task_name!r} gave no samples to benchmark; check --data-path/--split")
-        samples = [
-            Sample(str(r.id), the_task.prompt(r), r, list(the_task.images(r)), list(_videos(the_task, r)))
-            for r in the_task.records
-        ]
-        gen = dict(the_task.generation.generate_kwargs())
-        if max_new_tokens is not None:
-            gen["max_new_tokens"] = max_new_tokens
+            the_task = get_task(task_name, path=data_path, split=split, limit=limit or DEFAULT_LIMIT, seed=seed)
+            if len(the_task) == 0:
+                raise UsageError(f"task {task_name!r} gave no samples to benchmark; check --data-path/--split")
+            # Images and videos are decoded per sample when it runs (MME, AI2D are gigabytes).
+            samples = [Sample(str(r.id), the_task.prompt(r), r) for r in the_task.records]
+            gen = dict(the_task.generation.generate_kwargs())
+            if max_new_tokens is not None:
+                gen["max_new_tokens"] = max_new_tokens
+            gen["do_sample"], gen["num_beams"] = False, 1
+            has_answers = any(r.answer is not None for r in the_task.records)
+            task_info = {
+                "name": getattr(the_task, "name", task_name) or task_name,
+                "source": the_task.source.to_dict(),
+                "samples": len(samples),
+                "has_answers": has_answers,
+            }
+        tok = loaded.tokenizer
+        if getattr(tok, "pad_token_id", None) is not None:
+            gen["pad_token_id"] = tok.pad_token_id
         gen["do_sample"], gen["num_beams"] = False, 1
-        has_answers = any(r.answer is not None for r in the_task.records)
-        task_info = {
-            "name": getattr(the_task, "name", task_name) or task_name,
-            "source": the_task.source.to_dict(),
-            "samples": len(samples),
-            "has_answers": has_answers,
-        }
-    tok = loaded.tokenizer
-    if getattr(tok, "pad_token_id", None) is not None:
-        gen["pad_token_id"] = tok.pad_token_id
-    gen["do_sample"], gen["num_beams"] = False, 1
 
-    meter = MemoryMeter(loaded.device)
-    if not meter.cuda:
-        notices.append("no CUDA device: the memory columns are n/a (KV-cache bytes are still measured)")
-    elif not meter.nvml_available:
-        notices.append("NVML unavailable (pip install nvidia-ml-py): NVML columns are n/a")
-    if "fastv" in chosen:
-        notices.append(
-            f"FastV ran with K={fastv_k}, R={float(fastv_ratio):g}; the paper's Table 2 FastV TFLOPs match "
-            "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
-        )
-
-    # ---- warm-up (uncounted), then the model's resident memory
-    total_runs = len(samples) * len(specs)
-    prepared_cache: dict[int, Any] = {}
-
-    def inputs_for(i: int):
-        if i not in prepared_cache:
-            prepared_cache.clear()  # one sample's tensors at a time on the device
-            s = samples[i]
-            prepared_cache[i] = loaded.prepare(
-                s.prompt, images=s.images or None, videos=s.videos or None
+        meter = MemoryMeter(loaded.device)
+        if not meter.cuda:
+            notices.append("no CUDA device: the memory columns are n/a (KV-cache bytes are still measured)")
+        elif not meter.nvml_available:
+            notices.append("NVML unavailable (pip install nvidia-ml-py): NVML columns are n/a")
+        if "fastv" in chosen:
+            notices.append(
+                f"FastV ran with K={fastv_k}, R={float(fastv_ratio):g}; the paper's Table 2 FastV TFLOPs match "
+                "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
             )
-        return prepared_cache[i]
 
-    for w in range(warmup):
-        for spec in specs:
-            if progress:
-                progress(0, total_runs, f"warm-up {spec.name}")
-            with contextlib.suppress(torch.OutOfMemoryError):
-                _run_one(loaded, spec, inputs_for(w % len(samples)), gen, SampleMemoryNoop())
-    _free(meter)
-    meter.record_model()
+        # ---- warm-up (uncounted), then the model's resident memory
+        mine = ctx.shard_indices(len(samples))  # this rank's samples; all of them in one process
+        total_runs = len(mine) * len(specs)
+        prepared_cache: dict[int, Any] = {}
+        tell = progress if ctx.is_main else None
 
-    # ---- measured rounds
-    outcomes: dict[str, list[RunOutcome | None]] = {s.name: [None] * len(samples) for s in specs}
-    errors: dict[str, str] = {}
-    done = 0
-    for i in range(len(samples)):
-        inputs = inputs_for(i)
-        order = specs[i % len(specs):] + specs[: i % len(specs)]
-        for spec in order:
-            if spec.name in errors:
+        def inputs_for(i: int):
+            if i not in prepared_cache:
+                prepared_cache.clear()  # one sample's tensors at a time on the device
+                s = samples[i]
+                images, videos = s.images, s.videos
+                if s.record is not None and the_task is not None:
+                    images, videos = list(the_task.images(s.record)), list(_videos(the_task, s.record))
+                prepared_cache[i] = loaded.prepare(s.prompt, images=images or None, videos=videos or None)
+            return prepared_cache[i]
+
+        for w in range(warmup if mine else 0):
+            for spec in specs:
+                if tell:
+                    tell(0, total_runs, f"warm-up {spec.name}")
+                with contextlib.suppress(torch.OutOfMemoryError):
+                    _run_one(loaded, spec, inputs_for(mine[w % len(mine)]), gen, SampleMemoryNoop())
+        _free(meter)
+        meter.record_model()
+
+        # ---- measured rounds
+        outcomes: dict[str, list[RunOutcome | None]] = {s.name: [None] * len(samples) for s in specs}
+        errors: dict[str, str] = {}
+        rank_notices: list[str] = []
+        done = 0
+        for i in mine:
+            inputs = inputs_for(i)
+            order = specs[i % len(specs):] + specs[: i % len(specs)]
+            for spec in order:
+                if spec.name in errors:
+                    done += 1
+                    continue
+                if tell:
+                    tell(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.name}")
+                try:
+                    outcomes[spec.name][i] = _run_one(loaded, spec, inputs, gen, meter)
+                except torch.OutOfMemoryError as err:
+                    meter.abort()
+                    first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
+                    errors[spec.name] = f"out of memory on sample {i + 1}: {first[:200]}"
+                    where = f" on rank {ctx.rank}" if ctx.enabled else ""
+                    rank_notices.append(f"{spec.name}: {errors[spec.name]}{where}; its row covers the samples before")
+                    _free(meter)
                 done += 1
-                continue
-            if progress:
-                progress(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.name}")
-            try:
-                outcomes[spec.name][i] = _run_one(loaded, spec, inputs, gen, meter)
-            except torch.OutOfMemoryError as err:
-                meter.abort()
-                first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
-                errors[spec.name] = f"out of memory on sample {i + 1}: {first[:200]}"
-                notices.append(f"{spec.name}: {errors[spec.name]}; its row covers the samples before")
-                _free(meter)
-            done += 1
-    if progress:
-        progress(total_runs, total_runs, "done")
-    prepared_cache.clear()
+        if tell:
+            tell(total_runs, total_runs, "done")
+        prepared_cache.clear()
+        state.update(
+            loaded=loaded, hf=hf, n_layers=n_layers, notices=notices, k=k, entry_task=entry_task, needs_k=needs_k,
+            specs=specs, samples=samples, the_task=the_task, gen=gen, task_info=task_info, meter=meter,
+        )
+        return {
+            "outcomes": {name: [(i, outs[i]) for i in mine] for name, outs in outcomes.items()},
+            "errors": errors,
+            "notices": rank_notices,
+            "device": str(loaded.device),
+            "device_name": environment(loaded, meter)["device_name"],
+        }
+
+
+    shares = run_sharded(ctx, work)
+    if shares is None:
+        return None  # not rank 0: rank 0 reports
+    loaded, hf, n_layers, notices = state["loaded"], state["hf"], state["n_layers"], state["notices"]
+    k, entry_task, needs_k, specs = state["k"], state["entry_task"], state["needs_k"], state["specs"]
+    samples, the_task, gen, task_info, meter = (
+        state["samples"], state["the_task"], state["gen"], state["task_info"], state["meter"]
+    )
+    outcomes: dict[str, list[RunOutcome | None]] = {s.name: [None] * len(samples) for s in specs}
+    ran_on: list[int | None] = [None] * len(samples)
+    errors: dict[str, str] = {}
+    for rank, share in enumerate(shares):
+        for name, pairs in share["outcomes"].items():
+            for i, outcome in pairs:
+                if ran_on[i] not in (None, rank):
+                    raise RuntimeError(f"sample {i} ran on ranks {ran_on[i]} and {rank}; the shards overlap")
+                ran_on[i] = rank
+                outcomes[name][i] = outcome
+        for name, msg in share["errors"].items():
+            errors.setdefault(name, f"rank {rank}: {msg}" if ctx.enabled else msg)
+        notices.extend(share["notices"])
+    missing = [samples[i].id for i, r in enumerate(ran_on) if r is None]
+    if missing:
+        raise RuntimeError(f"no rank ran samples {missing[:5]}; the shards do not cover the task")
 
     # ---- summary
     rows, prompt_info = _summarize(loaded, specs, samples, outcomes, errors, the_task)
+    for row in rows:
+        row.per_rank = _per_rank(outcomes[row.method], ran_on, shares)
     env = environment(loaded, meter)
+    env["world_size"] = ctx.world_size
+    env["ranks"] = [
+        {"rank": r, "device": share["device"], "device_name": share["device_name"],
+         "samples": sum(1 for x in ran_on if x == r)}
+        for r, share in enumerate(shares)
+    ]  # fmt: skip
     settings = {
         "methods": list(chosen),
         "k": k if needs_k else None,
@@ -350,6 +423,8 @@ def bench(
         "device": str(loaded.device),
         "limit": limit,
         "seed": seed,
+        "world_size": ctx.world_size,
+        "device_map": device_map if isinstance(device_map, (str, type(None))) else "custom",
     }
     model_info = {
         "alias": loaded.alias,
@@ -361,6 +436,9 @@ def bench(
         "revision": getattr(loaded, "revision", None),
     }
     log = _sample_log(specs, samples, outcomes, the_task) if log_samples else None
+    if log is not None:
+        for entry, rank in zip(log, ran_on, strict=True):
+            entry["rank"] = rank
     return BenchResult(
         model=model_info,
         task=task_info,
@@ -390,11 +468,15 @@ class SampleMemoryNoop:
         pass
 
 
-def _load(model: Any, *, dtype: str, device: str, attn: str, random_init: bool):
+def _load(model: Any, *, dtype: str, device: str, attn: str, random_init: bool, device_map: str | None = None):
     if hasattr(model, "model") and hasattr(model, "prepare"):
         return model  # an already loaded vtwcli.models.LoadedModel
     from vtwcli.models import load_model
 
+    if device_map is not None:
+        return load_model(
+            model, dtype=dtype, device=device, attn=attn, random_init=random_init, device_map=device_map
+        )
     return load_model(model, dtype=dtype, device=device, attn=attn, random_init=random_init)
 
 
@@ -577,6 +659,24 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
             r.per_sample_mem_ratio = _ratio(r.per_sample_mem_bytes, base.per_sample_mem_bytes)
             r.nvml_per_sample_ratio = _ratio(r.nvml_per_sample_bytes, base.nvml_per_sample_bytes)
     return rows, prompt_info
+
+
+def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: list[dict]) -> list[dict[str, Any]]:
+    """One method's latencies on each rank's own samples (the row's columns pool every rank)."""
+    out = []
+    for rank, share in enumerate(shares):
+        ok = [o for o, r in zip(outs, ran_on, strict=True) if r == rank and o is not None]
+        out.append({
+            "rank": rank,
+            "device": share["device"],
+            "samples": len(ok),
+            "prefill_ms": Stat([o.prefill_s for o in ok if o.prefill_s is not None]).summary(1e3) if ok else None,
+            "decode_ms_per_token": Stat(
+                [o.decode_s_per_token for o in ok if o.decode_s_per_token is not None]
+            ).summary(1e3) if ok else None,
+            "e2e_ms": Stat([o.total_s for o in ok]).summary(1e3) if ok else None,
+        })  # fmt: skip
+    return out
 
 
 def _med(stat: dict[str, Any] | None) -> float | None:

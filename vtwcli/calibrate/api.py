@@ -81,6 +81,7 @@ class CalibrationResult:
     hidden_size: int = 0
     profile_path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    world_size: int = 1  # data-parallel ranks that shared the samples
 
     @property
     def min_kl(self) -> tuple[int, float] | None:
@@ -114,6 +115,7 @@ class CalibrationResult:
             "sample_ids": self.sample_ids,
             "profile_path": self.profile_path,
             "warnings": self.warnings,
+            "world_size": self.world_size,
             "calibration": self.calibration,
         }
 
@@ -153,10 +155,12 @@ def _k_range(k_min: int | None, k_max: int | None, n_layers: int) -> list[int]:
 # --------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------
-def _load(model: Any, dtype: str, device: str, attn: str):
+def _load(model: Any, dtype: str, device: str, attn: str, device_map: str | None = None):
     if isinstance(model, str):
         from vtwcli.models import load_model
 
+        if device_map is not None:
+            return load_model(model, dtype=dtype, device=device, attn=attn, device_map=device_map)
         return load_model(model, dtype=dtype, device=device, attn=attn)
     if hasattr(model, "prepare") and hasattr(model, "model"):
         return model
@@ -172,26 +176,39 @@ def _load_task(data: Any, data_path: str | None, split: str | None, seed: int):
 
 
 def _vision_of(task, record) -> tuple[list, list]:
-    """(images, videos) of ``record``; a task may fill images lazily, so ask the task."""
-    videos = [record.video] if getattr(task, "has_video", False) and record.video else []
-    images = [] if videos else list(task.images(record) or [])
-    return images, videos
+    """(images, videos) of ``record``, decoded by the task itself.
+
+    A video task decodes with its own frame sampling (lmms-eval's rule, see
+    ``vtwcli/data/video.py``), not the model processor's; an image task may fill images
+    lazily (the testbed draws its scenes), so the task is asked rather than the record.
+    """
+    if getattr(task, "has_video", False):
+        return [], list(task.videos(record) or []) if record.video else []
+    return list(task.images(record) or []), []
 
 
-def draw_samples(task, samples: int, seed: int) -> list[tuple[Any, list, list]]:
-    """``samples`` records that have an image or video, drawn with ``seed``, in dataset order.
+def _has_vision(task, record) -> bool:
+    """Whether ``record`` has an image or video, decoding only when the record cannot say."""
+    if getattr(task, "has_video", False):
+        return bool(record.video)
+    if record.images:
+        return True
+    return bool(task.images(record))
+
+
+def pick_samples(task, samples: int, seed: int) -> list[int]:
+    """Indices of ``samples`` records that have an image or video, drawn with ``seed``, sorted.
 
     Records are visited in a seeded random order and only until enough are found, so a large
-    dataset does not have every image opened to pick 20.
+    dataset does not have every image opened to pick 20. The same seed gives the same
+    indices in every process, which is what lets data-parallel ranks split them.
     """
     order = list(range(len(task)))
     random.Random(seed).shuffle(order)
-    picked: list[tuple[int, Any, list, list]] = []
+    picked: list[int] = []
     for i in order:
-        record = task[i]
-        images, videos = _vision_of(task, record)
-        if images or videos:
-            picked.append((i, record, images, videos))
+        if _has_vision(task, task[i]):
+            picked.append(i)
             if len(picked) == samples:
                 break
     if not picked:
@@ -199,8 +216,16 @@ def draw_samples(task, samples: int, seed: int) -> list[tuple[Any, list, list]]:
             f"task {_task_name(task)!r} has no record with an image or video; calibration compares "
             "decoding with and without the vision tokens, so it needs them"
         )
-    picked.sort(key=lambda item: item[0])
-    return [(record, images, videos) for _, record, images, videos in picked]
+    return sorted(picked)
+
+
+def draw_samples(task, samples: int, seed: int) -> list[tuple[Any, list, list]]:
+    """``samples`` records with their decoded images/videos (see :func:`pick_samples`)."""
+    out = []
+    for i in pick_samples(task, samples, seed):
+        images, videos = _vision_of(task, task[i])
+        out.append((task[i], images, videos))
+    return out
 
 
 def _prepare(loaded, task, batch: Sequence[tuple[Any, list, list]]):
@@ -234,7 +259,9 @@ def calibrate(
     attn: str = "sdpa",
     method: str = "fast",
     progress: Callable[[int, int], None] | None = None,
-) -> CalibrationResult:
+    device_map: str | None = None,
+    dist: Any = None,
+) -> CalibrationResult | None:
     """Choose K for ``model`` on ``data``: the first K whose mean KL over the samples is below eta.
 
     ``model`` is an alias/hub id/directory or an already loaded ``LoadedModel``; ``data`` a
@@ -244,6 +271,12 @@ def calibrate(
     ``method="slow"`` runs the paper's loop (one forward per K) instead of the one-pass sweep.
     Writes the profile (``out``, default ``profiles/<name>.yaml``, the shipped profile of a registered alias) unless ``write=False``;
     ``progress(done, total)`` is called after each batch.
+
+    Under ``torchrun``/``accelerate launch`` (or with ``dist``, a
+    :class:`vtwcli.distributed.DistContext`) every rank draws the same samples, sweeps its
+    strided share on its own device, and rank 0 gathers the per-sample KLs, chooses K from
+    the mean over all of them and writes the profile; the other ranks return None.
+    ``device_map="auto"`` spreads one model's layers over the visible devices.
     """
     import torch
 
@@ -264,34 +297,78 @@ def calibrate(
 
         load_profile(out)
 
-    task = _load_task(data, data_path, split, seed)
-    records = draw_samples(task, samples, seed)
-    loaded = _load(model, dtype, device, attn)
-    net = loaded.model
-    parts = sw.model_parts(net, getattr(loaded, "arch", None))
-    n_layers = parts.num_layers
-    k_values = _k_range(k_min, k_max, n_layers)
-    profile_path = Path(out) if out is not None else Path("profiles") / f"{_alias(loaded)}.yaml"
-    if write and profile_path.exists():
-        _check_profile_owner(profile_path, loaded, n_layers)
+    from vtwcli.distributed import context, merge_shards, run_sharded
 
-    torch.manual_seed(seed)
-    was_training = net.training
-    net.eval()
-    stats = sw.SweepStats()
-    per_sample: dict[int, list[float]] = {k: [] for k in k_values}
-    run = sw.fast_sweep if method == "fast" else sw.slow_sweep
-    try:
-        for start in range(0, len(records), batch_size):
-            batch = records[start : start + batch_size]
-            inputs = _prepare(loaded, task, batch)
-            got = run(net, inputs, k_values, tokens=tokens, direction=direction, stats=stats, parts=parts)
-            for k in k_values:
-                per_sample[k].extend(got[k])
-            if progress is not None:
-                progress(min(start + batch_size, len(records)), len(records))
-    finally:
-        net.train(was_training)
+    ctx = dist if dist is not None else context()
+    if device_map is not None and ctx.enabled:
+        raise UsageError(
+            "--device-map splits one model over the devices; under torchrun/accelerate launch each rank "
+            "already has its own device. Use one or the other"
+        )
+    task = _load_task(data, data_path, split, seed)
+    picked = pick_samples(task, samples, seed)
+    mine = ctx.shard_indices(len(picked))  # positions in `picked`; disjoint over ranks
+    state: dict[str, Any] = {}
+
+    def work() -> dict[str, Any]:
+        loaded = _load(model, dtype, ctx.device(device) if ctx.enabled else device, attn, device_map)
+        net = loaded.model
+        parts = sw.model_parts(net, getattr(loaded, "arch", None))
+        k_values = _k_range(k_min, k_max, parts.num_layers)
+        state.update(loaded=loaded, parts=parts, k_values=k_values)
+        if ctx.is_main and write:
+            path = Path(out) if out is not None else Path("profiles") / f"{_alias(loaded)}.yaml"
+            if path.exists():
+                _check_profile_owner(path, loaded, parts.num_layers)
+            state["profile_path"] = path
+        torch.manual_seed(seed)
+        was_training = net.training
+        net.eval()
+        stats = sw.SweepStats()
+        run = sw.fast_sweep if method == "fast" else sw.slow_sweep
+        rows: list[tuple[int, dict[str, Any]]] = []
+        try:
+            for start in range(0, len(mine), batch_size):
+                positions = mine[start : start + batch_size]
+                batch = [(task[picked[p]], *_vision_of(task, task[picked[p]])) for p in positions]
+                inputs = _prepare(loaded, task, batch)
+                before = len(stats.prompt_lengths)
+                got = run(net, inputs, k_values, tokens=tokens, direction=direction, stats=stats, parts=parts)
+                for b, p in enumerate(positions):
+                    rows.append((p, {
+                        "kl": {k: got[k][b] for k in k_values},
+                        "id": str(batch[b][0].id),
+                        "lengths": (stats.prompt_lengths[before + b], stats.text_lengths[before + b],
+                                    stats.vision_counts[before + b]),
+                    }))  # fmt: skip
+                del batch, inputs
+                if progress is not None and ctx.is_main:
+                    progress(min(start + batch_size, len(mine)), len(mine))
+        finally:
+            net.train(was_training)
+        seconds = (stats.full_seconds, stats.tail_seconds, stats.generate_seconds)
+        return {"rows": rows, "seconds": seconds}
+
+    shares = run_sharded(ctx, work)
+    if shares is None:
+        return None  # not rank 0: rank 0 holds the result
+    merged = merge_shards([share["rows"] for share in shares])
+    if len(merged) != len(picked):
+        raise RuntimeError(f"gathered {len(merged)} samples of {len(picked)}; a rank lost some")
+    loaded, parts, k_values = state["loaded"], state["parts"], state["k_values"]
+    net = loaded.model
+    n_layers = parts.num_layers
+    profile_path = state.get("profile_path")
+    records = [(task[picked[i]], None, None) for i in range(len(picked))]
+    per_sample: dict[int, list[float]] = {k: [row["kl"][k] for row in merged] for k in k_values}
+    stats = sw.SweepStats(
+        full_seconds=sum(share["seconds"][0] for share in shares),
+        tail_seconds=sum(share["seconds"][1] for share in shares),
+        generate_seconds=sum(share["seconds"][2] for share in shares),
+        prompt_lengths=[row["lengths"][0] for row in merged],
+        text_lengths=[row["lengths"][1] for row in merged],
+        vision_counts=[row["lengths"][2] for row in merged],
+    )
 
     curve = {k: summarize(k, per_sample[k]) for k in k_values}
     k, reached = choose_k({k: p.mean for k, p in curve.items()}, eta, n_layers)
@@ -325,6 +402,7 @@ def calibrate(
         loaded, task, eta, records, seed, k_values, direction, tokens, batch_size, curve, ratio,
         mean_s, mean_v, reached, cost, net,
     )
+    calibration["world_size"] = ctx.world_size
     result = CalibrationResult(
         model_alias=getattr(loaded, "alias", None),
         model_id=str(getattr(loaded, "model_id", None) or getattr(net.config, "_name_or_path", "") or "unknown"),
@@ -346,6 +424,7 @@ def calibrate(
         calibration=calibration,
         hidden_size=h,
         warnings=warnings,
+        world_size=ctx.world_size,
     )
     if write:
         result.profile_path = str(save_result(result, profile_path, loaded))

@@ -21,6 +21,13 @@ Examples:
   vtw bench --model llava-1.5-7b --k 16 --random-init --dtype bf16 --markdown table.md
 
   vtw bench --methods baseline,fastv,vtw,rand --fastv-k 3 --fastv-ratio 0.5 --csv rows.csv
+
+  accelerate launch --num_processes 8 -m vtwcli bench --model llava-1.5-7b --data pope --limit 9000 --json pope.json
+
+  vtw bench --model llava-1.5-13b --device-map auto --data mme --limit 100
+
+Under accelerate launch or torchrun each rank runs its share of the samples on its own GPU;
+rank 0 scores the union and writes the files, with latencies pooled and per rank (docs/scaling.md).
 """
 
 
@@ -57,15 +64,20 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
+        device_map: str = typer.Option(
+            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
+        ),
     ) -> None:
         options = dict(locals())
         # Map errors here (as calibrate does): the group handler's click Exit does not keep exit 2
         # with the click typer vendors.
         from vtwcli.cli import debug_enabled
+        from vtwcli.distributed import quiet_on_other_ranks
         from vtwcli.errors import VTWError
 
         try:
-            _run(**options)
+            with quiet_on_other_ranks():
+                _run(**options)
         except VTWError as err:
             if debug_enabled():
                 raise
@@ -75,14 +87,17 @@ def register(app: typer.Typer) -> None:
 
 def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
-    max_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn,
+    max_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
 ) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vtwcli.bench.result import check_writable, write_atomic
     from vtwcli.bench.runner import parse_methods
+    from vtwcli.distributed import context
     from vtwcli.errors import UsageError
+
+    ctx = context()
 
     # Every check a user can fail runs before the model loads.
     parse_methods(methods)
@@ -115,9 +130,10 @@ def _run(
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
-            disable=not err_console.is_terminal,
+            disable=not err_console.is_terminal or not ctx.is_main,  # one bar per run: rank 0's
         ) as bar:
-            job = bar.add_task(f"{model}", total=None)
+            share = f" (rank 0's share of {ctx.world_size})" if ctx.enabled else ""
+            job = bar.add_task(f"{model}{share}", total=None)
 
             def progress(done: int, total: int, what: str) -> None:
                 bar.update(job, completed=done, total=total, description=f"{model}: {what}")
@@ -128,15 +144,19 @@ def _run(
                 model=model, data=data, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k,
                 fastv_ratio=fastv_ratio, limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
-                data_path=data_path, split=split, seed=seed, progress=progress,
+                data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
             )
     finally:
         if hf_bars:
             hf_logging.enable_progress_bar()
+    if result is None:
+        return  # another rank of a data-parallel run: rank 0 reports and writes
 
     console.print(result.rich_table())
     for notice in result.notices:
         console.print(f"note: {notice}", markup=False, highlight=False)
+    if ctx.enabled:
+        console.print(_rank_lines(result), markup=False, highlight=False)
 
     # Render everything first, then write: a rendering error leaves no file behind.
     texts = {"json": result.to_json(), "csv": result.to_csv(), "markdown": result.to_markdown()}
@@ -146,3 +166,17 @@ def _run(
         elif given:
             write_atomic(targets[key], texts[key])
             console.print(f"wrote {key} to {targets[key]}", markup=False, highlight=False)
+
+
+def _rank_lines(result) -> str:
+    """Median end-to-end latency of each method on each rank (the table pools all ranks)."""
+    lines = [f"{result.settings.get('world_size')} ranks shared {result.task.get('samples')} samples; "
+             "median e2e ms per rank:"]  # fmt: skip
+    for row in result.rows:
+        cells = []
+        for entry in row.per_rank or []:
+            med = (entry.get("e2e_ms") or {}).get("median")
+            cells.append(f"rank {entry['rank']} ({entry['samples']} on {entry['device']}): "
+                         + ("-" if med is None else f"{med:.1f}"))  # fmt: skip
+        lines.append(f"  {row.method}: " + ", ".join(cells))
+    return "\n".join(lines)

@@ -24,6 +24,13 @@ Examples:
   vtw calibrate --model llava-1.5-7b --data sqa --eta 0.003 --samples 20 --plot kl.png
 
   vtw calibrate --data shapes --direction full-withdrawn --tokens 4 --json result.json
+
+  torchrun --standalone --nproc_per_node 4 -m vtwcli calibrate --model llava-1.5-7b --data mme --samples 200
+
+  vtw calibrate --model llava-1.5-13b --device-map auto --data sqa
+
+Under torchrun or accelerate launch each rank sweeps its share of the samples on its own
+GPU and rank 0 writes the profile (docs/scaling.md).
 """
 
 
@@ -53,13 +60,20 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
+        device_map: str = typer.Option(
+            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
+        ),
     ) -> None:
-        _run(**dict(locals()))
+        options = dict(locals())
+        from vtwcli.distributed import quiet_on_other_ranks
+
+        with quiet_on_other_ranks():
+            _run(**options)
 
 
 def _run(
     model, data, data_path, split, eta, samples, seed, k_min, k_max, batch_size, direction, tokens, out,
-    no_save, plot, json_out, dtype, device, attn,
+    no_save, plot, json_out, dtype, device, attn, device_map,
 ) -> None:
     import json
     import sys
@@ -70,7 +84,10 @@ def _run(
 
     from vtwcli.calibrate import calibrate
     from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
+    from vtwcli.distributed import context
     from vtwcli.errors import OutputPathError
+
+    ctx = context()
 
     quiet = json_out == "-"
     console = Console(stderr=quiet)
@@ -87,9 +104,11 @@ def _run(
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
-            disable=not err_console.is_terminal,  # a finished transient bar still leaves a newline in logs
+            # a finished transient bar still leaves a newline in logs; one bar per run (rank 0's)
+            disable=not err_console.is_terminal or not ctx.is_main,
         ) as bar:
-            job = bar.add_task(f"{model} on {data}", total=None)
+            share = f" (rank 0's share of {ctx.world_size})" if ctx.enabled else ""
+            job = bar.add_task(f"{model} on {data}{share}", total=None)
 
             def progress(done: int, total: int) -> None:
                 bar.update(job, completed=done, total=total)
@@ -98,10 +117,13 @@ def _run(
                 model, data, eta=eta, samples=samples, seed=seed, k_min=k_min, k_max=k_max,
                 direction=direction, tokens=tokens, batch_size=batch_size, out=out, write=not no_save,
                 data_path=data_path, split=split, dtype=dtype, device=device, attn=attn, progress=progress,
+                device_map=device_map,
             )
     finally:
         if hf_bars:
             hf_logging.enable_progress_bar()
+    if result is None:
+        return  # another rank of a data-parallel run: rank 0 reports and writes
 
     console.print(curve_table(result))
     console.print("\n".join(ascii_plot({k: p.mean for k, p in result.curve.items()}, result.eta, result.k)),
@@ -122,6 +144,8 @@ def _run(
         f"the paper's loop {cost['slow_formula_forwards_per_sample']:.2f} (formula)",
         highlight=False,
     )
+    if result.world_size > 1:
+        console.print(f"{len(result.sample_ids)} samples shared by {result.world_size} ranks", highlight=False)
     if result.profile_path:
         console.print(f"profile written: {result.profile_path}", highlight=False)
     if plot is not None:

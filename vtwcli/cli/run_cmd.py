@@ -19,6 +19,10 @@ Examples (no downloads: the bundled testbed answers when no model is named):
 
   vtw run --image shapes.png          # interactive chat about the image (empty line ends)
 
+  torchrun --standalone --nproc_per_node 4 -m vtwcli run --k 16 --input q.jsonl --output a.jsonl
+
+  vtw run --model llava-1.5-13b --device-map auto --k 20 --image photo.jpg --prompt "Describe it."
+
 Each JSONL line: {"image": "a.png", "prompt": "...", "id": "q1"} ("images": [...] for
 several, "video": "v.mp4" for a video; paths relative to the JSONL file). Each output line
 adds answer, k, method, latency_s and model; a bad line gets an "error" field instead.
@@ -72,26 +76,33 @@ def register(app: typer.Typer) -> None:
             help="Random weights from the shipped config (shapes only; answers are noise).",
         ),
         as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
+        device_map: str = typer.Option(
+            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
+        ),
     ) -> None:
-        _run(
-            model,
-            profile,
-            task,
-            k,
-            method,
-            image,
-            video,
-            frames,
-            prompt,
-            input_path,
-            output_path,
-            dtype,
-            device,
-            attn,
-            max_new_tokens,
-            random_init,
-            as_json,
-        )
+        from vtwcli.distributed import quiet_on_other_ranks
+
+        with quiet_on_other_ranks():
+            _run(
+                model,
+                profile,
+                task,
+                k,
+                method,
+                image,
+                video,
+                frames,
+                prompt,
+                input_path,
+                output_path,
+                dtype,
+                device,
+                attn,
+                max_new_tokens,
+                random_init,
+                as_json,
+                device_map,
+            )
 
 
 def _run(
@@ -112,6 +123,7 @@ def _run(
     max_new_tokens,
     random_init,
     as_json,
+    device_map=None,
 ) -> None:
     from vtwcli.errors import UsageError
     from vtwcli.runner import RunSettings
@@ -128,6 +140,7 @@ def _run(
         max_new_tokens=max_new_tokens,
         frames=frames,
         random_init=random_init,
+        device_map=device_map,
     )
     images = list(image or [])
     videos = [video] if video is not None else []
@@ -141,6 +154,11 @@ def _run(
         _batch(settings, input_path, output_path)
     elif output_path is not None:
         raise UsageError("--output goes with --input (a prompts JSONL file)")
+    elif _world_size() > 1:
+        raise UsageError(
+            "under torchrun/accelerate launch only --input FILE --output FILE is split across ranks; "
+            "run one prompt or a chat with plain `vtw run`"
+        )
     elif prompt is not None:
         _one_shot(settings, prompt, images, videos, as_json)
     else:
@@ -192,34 +210,46 @@ def _one_shot(settings, prompt, images, videos, as_json) -> None:
             err.print(f"[dim]{_describe(runner)}; {ans.latency_s * 1000:.0f} ms[/dim]")
 
 
+def _world_size() -> int:
+    from vtwcli.distributed import context
+
+    return context().world_size
+
+
 def _batch(settings, input_path, output_path) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vtwcli.distributed import context
     from vtwcli.errors import InputFileError
-    from vtwcli.runner import Runner, check_output_path, read_prompts
+    from vtwcli.runner import check_output_path, read_prompts, run_batch
 
-    rows = read_prompts(input_path)
+    ctx = context()
+    read_prompts(input_path)
     check_output_path(output_path)
     err = Console(stderr=True)
-    with Runner(settings) as runner:
-        err.print(f"[dim]{_describe(runner)}[/dim]")
-        with Progress(
-            TextColumn("answering"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            job = bar.add_task("answering", total=len(rows))
-            summary = runner.run_batch(
-                input_path, output_path, on_line=lambda done, total: bar.update(job, completed=done)
-            )
+    with Progress(
+        TextColumn("answering" + (f" (rank 0's share of {ctx.world_size})" if ctx.enabled else "")),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not ctx.is_main,  # one bar per run: rank 0's
+    ) as bar:
+        job = bar.add_task("answering", total=None)
+        summary = run_batch(
+            input_path, output_path, settings,
+            on_ready=lambda runner: err.print(f"[dim]{_describe(runner)}[/dim]"),
+            on_line=lambda done, total: bar.update(job, completed=done, total=total),
+        )  # fmt: skip
+    if summary is None:
+        return  # another rank of a data-parallel run: rank 0 reports and writes
     for lineno, reason in summary.failed:
         err.print(f"line {lineno}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    ranks = f" (answered by {summary.world_size} ranks)" if summary.world_size > 1 else ""
     err.print(
-        f"wrote {summary.total} lines to {summary.output}: {summary.ok} answered, {len(summary.failed)} failed",
+        f"wrote {summary.total} lines to {summary.output}: {summary.ok} answered, {len(summary.failed)} failed{ranks}",
         markup=False,
         highlight=False,
         soft_wrap=True,

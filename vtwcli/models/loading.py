@@ -165,12 +165,19 @@ def _load_video(item, num_frames: int = 8):
 def _pick_device(device: str) -> str:
     import torch
 
+    index = None
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        index, device = int(device[5:]), "cuda"  # one rank's own GPU under torchrun/accelerate
     if device not in DEVICES:
-        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if index is not None:
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device cuda:{index} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+        return f"cuda:{index}"
     return device
 
 
@@ -181,7 +188,7 @@ def _pick_dtype(dtype: str, device: str) -> str:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if dtype != "auto":
         return dtype
-    if device == "cuda":
+    if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
 
@@ -202,7 +209,7 @@ def _check_attn(attn: str, device: str, dtype: str) -> None:
             "--attn flash_attention_2 needs the flash-attn package, which is not installed; "
             "pip install 'vtwcli[gpu]' (CUDA only) or use --attn sdpa"
         )
-    if device != "cuda":
+    if not device.startswith("cuda"):
         raise UsageError("--attn flash_attention_2 runs only on a CUDA GPU; use --attn sdpa on the CPU")
     if dtype == "fp32":
         raise UsageError("--attn flash_attention_2 needs --dtype bf16 or fp16, not fp32")
@@ -217,14 +224,23 @@ def load_model(
     attn: str = "sdpa",
     random_init: bool = False,
     revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Load ``name`` (alias, hub id or directory; default the bundled testbed).
 
     ``random_init=True`` builds the architecture with random weights and no download: from the
     shipped config for a registered alias, else from the directory's or cached config.json.
     Speed and memory depend only on shapes, so this is enough for benchmarking.
+
+    ``device_map`` (``"auto"``, ``"balanced"``, ``"balanced_low_0"``, ``"sequential"`` or an
+    explicit {module name: device} dict) places the layers over several devices with
+    accelerate, for a model larger than one device; ``max_memory`` and ``offload_folder``
+    are passed on (CPU and disk offload). ``LoadedModel.device`` is then where inputs go.
     """
     resolved = resolve(name)
+    _check_device_map(device_map, random_init)
     dev = _pick_device(device)
     dt = _pick_dtype(dtype, dev)
     _check_attn(attn, dev, dt)
@@ -241,9 +257,45 @@ def load_model(
             device=dev, attn=attn, synthetic_processor=synthetic, revision=revision,
         )
     source = _weights_source(resolved, revision)
-    model = _from_pretrained(source, resolved, dt, dev, attn, revision)
+    placement = None
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
+    model = _from_pretrained(source, resolved, dt, dev, attn, revision, placement)
     processor = _processor_from(source, resolved, revision)
+    if placement is not None:
+        dev = input_device(model)
     return _wrap(model, processor, resolved.alias, resolved.model_id, dev, dt, attn, False, False, revision)
+
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _check_device_map(device_map, random_init: bool) -> None:
+    if device_map is None:
+        return
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        raise UsageError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, got {device_map!r}")
+    if not isinstance(device_map, (str, dict)):
+        raise UsageError(f"device_map must be one of {', '.join(DEVICE_MAPS)} or a dict, got {device_map!r}")
+    if importlib.util.find_spec("accelerate") is None:
+        raise UsageError("--device-map needs the accelerate package: pip install accelerate")
+    if random_init:
+        raise UsageError(
+            "--device-map places real weights over several devices; --random-init builds the model on one "
+            "device. Drop one of them"
+        )
+
+
+def input_device(model) -> str:
+    """Where a device-mapped model wants its inputs: accelerate's main (execution) device."""
+    import torch
+
+    hook = getattr(model, "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    if dev is None:
+        dev = next((p.device for p in model.parameters() if p.device.type != "meta"), "cpu")
+    dev = torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+    return "cpu" if dev.type == "cpu" else str(dev)
 
 
 def from_config(
@@ -322,19 +374,25 @@ def _weights_source(resolved: Resolved, revision: str | None) -> str:
     return resolved.model_id
 
 
-def _from_pretrained(source: str, resolved: Resolved, dtype: str, device: str, attn: str, revision):
+def _from_pretrained(source: str, resolved: Resolved, dtype: str, device: str, attn: str, revision, placement=None):
     from transformers import AutoModelForImageTextToText
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), "attn_implementation": attn}
     if revision and resolved.local_dir is None:
         kwargs["revision"] = revision
-    if importlib.util.find_spec("accelerate") is not None:
+    if placement is not None:
+        kwargs.update({key: value for key, value in placement.items() if value is not None})
+    elif importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": device}  # stream weights straight to the device
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     except OSError as err:
         raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
     except ValueError as err:
+        if placement is not None and "offload" in str(err):
+            raise UsageError(
+                f"the model does not fit the devices and memory given to --device-map: {str(err).splitlines()[0]}"
+            ) from err
         if "Unrecognized configuration class" in str(err) or "model_type" in str(err):
             raise ModelNotFoundError(
                 f"{resolved.name} is not a vision-language model transformers can load natively: {err}"
