@@ -239,7 +239,8 @@ def fast_sweep(
     def make_hook(j: int):
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            captured[j] = gather_rows(hidden, index)
+            # under a device map each layer's input lives on that layer's device
+            captured[j] = gather_rows(hidden, index.to(hidden.device))
             if j == first:
                 layer_kwargs.update(kwargs)
                 layer_kwargs.pop("hidden_states", None)
@@ -266,7 +267,7 @@ def fast_sweep(
     if run_ks:
         with torch.inference_mode():
             pe = layer_kwargs.get("position_embeddings")
-            pe_text = tuple(gather_rows(x, index) for x in pe) if pe is not None else None
+            pe_text = tuple(gather_rows(x, index.to(x.device)) for x in pe) if pe is not None else None
             for key in _CACHE_KWARGS:
                 if key in layer_kwargs:
                     layer_kwargs[key] = None
@@ -279,16 +280,16 @@ def fast_sweep(
             for j in range(first, n_layers):
                 rows = captured.pop(j)
                 if j in starts:
-                    state = rows if state is None else torch.cat([state, rows], dim=0)
+                    state = rows if state is None else torch.cat([state, rows.to(state.device)], dim=0)
                 groups = state.shape[0] // bsz
                 kwargs = dict(layer_kwargs)
-                kwargs["attention_mask"] = _mask_for_layer(parts, j, state, valid.repeat(groups, 1))
+                kwargs["attention_mask"] = _mask_for_layer(parts, j, state, valid.to(state.device).repeat(groups, 1))
                 if pe_text is not None:
-                    kwargs["position_embeddings"] = tuple(_repeat_batch(x, groups) for x in pe_text)
+                    kwargs["position_embeddings"] = tuple(_repeat_batch(x.to(state.device), groups) for x in pe_text)
                 state = _layer_call(parts.layers[j], state, kwargs)
             last = parts.norm(state[:, -tokens:])
             for c, k in enumerate(run_ks):
-                logits = parts.lm_head(last[c * bsz : (c + 1) * bsz])
+                logits = parts.lm_head(last[c * bsz : (c + 1) * bsz]).to(full_logits.device)
                 kl = withdrawal_kl(logits, full_logits, direction).mean(dim=-1)
                 result[k] = [float(v) for v in kl]
     t2 = time.perf_counter()
