@@ -53,6 +53,44 @@ def build(args):
     return model, inputs, n_vision
 
 
+def hook_seconds(engine, model, k, run, repeats) -> float:
+    """Median time spent inside the engine's hook callbacks during one run."""
+    import time as _time
+
+    from vtwcli.engine import core
+
+    names = ("_on_base", "_on_text", "_on_text_done", "_on_layer_k", "_on_later_layer")
+    originals = {n: getattr(core.EngineHandle, n) for n in names}
+    total = [0.0]
+
+    def timed_method(fn):
+        def wrapper(*a, **kw):
+            t0 = _time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                total[0] += _time.perf_counter() - t0
+
+        return wrapper
+
+    per_run = []
+    try:
+        for n, fn in originals.items():
+            setattr(core.EngineHandle, n, timed_method(fn))
+        handle = engine.apply(model, k)
+        try:
+            for _ in range(repeats):
+                total[0] = 0.0
+                run()
+                per_run.append(total[0])
+        finally:
+            handle.remove()
+    finally:
+        for n, fn in originals.items():
+            setattr(core.EngineHandle, n, fn)
+    return statistics.median(per_run)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, default=8)
@@ -117,6 +155,11 @@ def main() -> None:
                 b, h = stat(base), stat(hooked)
                 print(f"{name:>22} {stat.__name__:>6}: no engine {b * 1e3:8.2f} ms   engine K=N {h * 1e3:8.2f} ms   "
                       f"ratio {h / b:.4f}  (overhead {100 * (h / b - 1):+.2f}%, {args.repeats} runs each)")
+            # end-to-end ratios drown in noise on a busy machine: also time the hook bodies
+            # themselves and express them as a share of the no-engine run
+            spent = hook_seconds(engine, model, k, fn, args.repeats)
+            print(f"{name:>22}  hooks: {spent * 1e3:8.3f} ms per run = {100 * spent / min(base):.3f}% of the "
+                  "fastest no-engine run")
 
 
 if __name__ == "__main__":
