@@ -168,3 +168,47 @@ def test_static_cache_generates_what_the_dynamic_cache_does(arch, attn):
         dynamic = _generate(model, batch, n=4).sequences
         static = _generate(model, batch, n=4, cache_implementation="static").sequences
     assert torch.equal(static, dynamic)
+
+
+@pytest.mark.parametrize("arch", [a for a in TINY_ARCHS if "qwen" not in a])  # Qwen's M-RoPE needs input_ids
+@torch.no_grad()
+def test_inputs_embeds_find_the_same_vision_positions(arch):
+    model = S.make(arch, "sdpa")
+    batch = S.inputs(model, rows=(0, 1))
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    by_embeds = {key: v for key, v in batch.items() if key != "input_ids"}
+    by_embeds["inputs_embeds"] = embeds
+    with vtwcli.withdraw(model, k=K) as handle:
+        from_ids = model(**batch).logits[:, -1]
+        stats_ids = handle.last_prefill
+        from_embeds = model(**by_embeds).logits[:, -1]
+    assert handle.last_prefill.vision == stats_ids.vision
+    torch.testing.assert_close(from_embeds, from_ids, atol=S.ATOL, rtol=S.RTOL)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_a_generated_token_equal_to_the_placeholder_is_text(arch):
+    from tiny import IMAGE_ID
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class ForcePlaceholderFirst(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == prompt_len:
+                forced = torch.full_like(scores, float("-inf"))
+                forced[:, IMAGE_ID] = 0.0
+                return forced
+            return scores
+
+    model = S.make(arch, "eager")
+    batch = S.inputs(model, rows=(0,))
+    prompt_len = batch["input_ids"].shape[1]
+    n_vision = int(S.vision_of(model, batch).sum())
+    with vtwcli.withdraw(model, k=K) as handle:
+        out = _generate(model, batch, n=2, logits_processor=LogitsProcessorList([ForcePlaceholderFirst()]))
+    assert out.sequences[0, prompt_len] == IMAGE_ID
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    lengths = [layer.keys.shape[-2] for layer in cache.layers]
+    # the forced token was fed back once: cached by every layer, as text
+    assert lengths == [prompt_len + 1] * K + [prompt_len - n_vision + 1] * (len(lengths) - K)
+    assert handle.prefills == 1
