@@ -32,7 +32,9 @@ RTOL = 0.0 if DTYPE == torch.float32 else 2e-2
 # withdrawal must move the logits by more than this, or a comparison with it proves nothing
 MOVES = 0.25
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread: tiny matmuls gain nothing from more, and on a shared CPU OpenMP barriers
+# make 2 threads up to 100x slower than 1
+torch.set_num_threads(1)
 
 
 def skip_reason(attn: str) -> str | None:

@@ -73,7 +73,7 @@ def test_prefill_matches_reference_that_deletes_vision_rows(arch, attn, monkeypa
 def test_cached_greedy_generate_matches_cache_free_reference(arch, attn, monkeypatch):
     model = S.make(arch, attn, monkeypatch=monkeypatch)
     batch = S.inputs(model, rows=(0,))
-    steps = 5
+    steps = 6
     vision = S.vision_of(model, batch)[0]
     prompt_len, n_vision = vision.numel(), int(vision.sum())
 
@@ -112,13 +112,13 @@ def test_left_padded_batch_equals_each_prompt_alone(arch, attn, method, monkeypa
 
     with vtwcli.withdraw(model, k=K, method=method) as handle:
         logits = model(**batch).logits[:, -1]
-        seqs = _generate(model, batch, n=3).sequences
+        seqs = _generate(model, batch, n=4).sequences
         kept = handle.last_prefill.kept
         for b, v in enumerate(variants):
             alone = S.inputs(model, rows=(v,))
             torch.testing.assert_close(logits[b], model(**alone).logits[0, -1], atol=S.ATOL, rtol=S.RTOL)
             assert handle.last_prefill.kept == [kept[b]]
-            new_alone = _generate(model, alone, n=3).sequences[0, alone["input_ids"].shape[1]:]
+            new_alone = _generate(model, alone, n=4).sequences[0, alone["input_ids"].shape[1]:]
             assert seqs[b, batch["input_ids"].shape[1]:].tolist() == new_alone.tolist()
 
 
