@@ -371,6 +371,8 @@ def main(argv=None):
     ap.add_argument("--aux-weight", type=float, default=0.5)
     ap.add_argument("--mix", default="exist=0.3,choice=0.4,colour=0.15,count=0.15",
                     help="question-type sampling weights for stage 2")
+    ap.add_argument("--init-from", default=None,
+                    help="continue from a saved testbed directory: skips stage 1 (tower stays frozen)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
@@ -389,7 +391,12 @@ def main(argv=None):
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer)
-    model = build_model(tokenizer, args)
+    if args.init_from:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.init_from)
+    else:
+        model = build_model(tokenizer, args)
     enc = Encoder(tokenizer)
     enc.aux_weight = args.aux_weight
     verify(model, processor, enc)
@@ -406,7 +413,12 @@ def main(argv=None):
         }, indent=2) + "\n")
 
     t0 = time.time()
-    train_vision(model, args, rng, log)
+    if args.init_from:
+        model.model.vision_tower.eval()
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)
+    else:
+        train_vision(model, args, rng, log)
     t1 = time.time()
     train_decoder(model, enc, args, rng, log, checkpoint=save)
     t2 = time.time()
