@@ -169,8 +169,10 @@ class EngineHandle:
         if call.vision is not None:
             keep = self._choose(call)
             index, filled = select.right_aligned_index(keep)
-            hidden = select.gather_rows(hidden, index)
-            cos, sin = select.gather_rows(cos, index), select.gather_rows(sin, index)
+            # Under a device map, layer K-1's outputs (and the rotary tables) may sit on another
+            # device than the embeddings where `keep` was computed: gather on each tensor's own.
+            hidden = select.gather_rows(hidden, index.to(hidden.device))
+            cos, sin = (select.gather_rows(t, index.to(t.device)) for t in (cos, sin))
             new_valid = filled & call.valid.gather(1, index)
             stats = self.last_prefill
             stats.kept = new_valid.sum(1).tolist()
@@ -190,7 +192,7 @@ class EngineHandle:
         mask = create_causal_mask(
             config=self.arch.text_config(self.model.config),
             inputs_embeds=hidden,
-            attention_mask=after,
+            attention_mask=after.to(hidden.device),
             cache=call.cache,
             position_ids=None,
             layer_idx=self.k,
@@ -244,8 +246,9 @@ class EngineHandle:
         groups = q.shape[1] // keys.shape[1]
         keys = keys.repeat_interleave(groups, dim=1)
         logits = torch.einsum("bhd,bhkd->bhk", q, keys) * scaling
-        logits = logits.masked_fill(~call.valid[:, None, :], float("-inf"))
-        self._scores = logits.softmax(-1).mean(1)
+        logits = logits.masked_fill(~call.valid.to(logits.device)[:, None, :], float("-inf"))
+        # back to where the keep decision is made (the embeddings' device under a device map)
+        self._scores = logits.softmax(-1).mean(1).to(call.valid.device)
 
 
 # The attention-interface entry the probe temporarily overrides, per implementation key.
