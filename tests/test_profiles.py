@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vtwcli.errors import KOutOfRangeError, ProfileError
+from vtwcli.errors import KOutOfRangeError, OutputPathError, ProfileError
 from vtwcli.profiles import ModelRef, Profile, TaskEntry, load_profile, merge_task, save_profile
 
 MODEL = ModelRef(alias="testbed", id="vtwcli/testbed", num_layers=6, architecture="llava")
@@ -64,7 +64,7 @@ def test_crash_mid_write_leaves_old_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OutputPathError, match="simulated"):
         merge_task(path, MODEL, "pope", TaskEntry(k=3))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.yaml"]  # no temporary left behind

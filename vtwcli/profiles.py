@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vtwcli.errors import KOutOfRangeError, ProfileError
+from vtwcli.fileio import write_atomic
 
 SCHEMA_VERSION = 1
 KIND = "vtw-profile"
@@ -225,19 +225,7 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> Path:
     text = "# vtw profile: K per model x task (written by vtw; edit with care)\n" + yaml.safe_dump(
         profile.to_dict(), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(p, text)
     profile.path = p
     return p
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -359,20 +358,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 def write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
     """Write all records or nothing: a temporary file beside ``path``, fsynced, then renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from vtwcli.fileio import write_atomic
+
+    write_atomic(path, "".join(json.dumps(rec, ensure_ascii=False, default=str) + "\n" for rec in records))
 
 
 # -- one-call helpers (what the CLI calls) ---------------------------------------------------

@@ -14,7 +14,7 @@ import vtwcli
 from vtwcli.calibrate import calibrate
 from vtwcli.cli import app
 from vtwcli.data.base import Record, Source, Task
-from vtwcli.errors import DatasetError, ProfileError
+from vtwcli.errors import DatasetError, OutputPathError, ProfileError
 from vtwcli.profiles import ModelRef, TaskEntry, load_profile, merge_task
 
 runner = CliRunner()
@@ -102,7 +102,7 @@ def test_crash_while_writing_leaves_the_old_profile(testbed, tmp_path, monkeypat
         raise OSError("power cut (simulated)")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OutputPathError, match="simulated"):
         calibrate(testbed, "shapes", samples=1, out=path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["testbed.yaml"]

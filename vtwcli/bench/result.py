@@ -19,13 +19,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-
-from vtwcli.errors import OutputPathError
 
 SCHEMA_VERSION = 1
 KIND = "vtw-bench"
@@ -240,45 +235,3 @@ def _fixed(x: float) -> str:
 
 
 # ---- output files ------------------------------------------------------------------
-
-
-def check_writable(path: str | os.PathLike | None, what: str) -> Path | None:
-    """Fail before any work when ``path`` cannot be written (nothing is created)."""
-    if path is None or str(path) == "-":
-        return None
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise OutputPathError(f"{what} path {p} is a directory; give a file name such as {p / ('bench.' + what)}")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"cannot write {what} to {p}: directory {parent} does not exist; create it first")
-    if p.exists() and not os.access(p, os.W_OK):
-        raise OutputPathError(f"cannot write {what} to {p}: the file exists and is read-only")
-    # Trying is the only reliable test (root ignores permission bits, some filesystems refuse anyway).
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise OutputPathError(
-            f"cannot write {what} to {p}: directory {parent} is not writable ({err.strerror or err})"
-        ) from err
-    return p
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    p = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OutputPathError(f"cannot write {p}: {err.strerror or err}") from err

@@ -69,20 +69,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         options = dict(locals())
-        # Map errors here (as calibrate does): the group handler's click Exit does not keep exit 2
-        # with the click typer vendors.
-        from vtwcli.cli import debug_enabled
         from vtwcli.distributed import quiet_on_other_ranks
-        from vtwcli.errors import VTWError
 
-        try:
-            with quiet_on_other_ranks():
-                _run(**options)
-        except VTWError as err:
-            if debug_enabled():
-                raise
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(err.exit_code) from None
+        with quiet_on_other_ranks():
+            _run(**options)
 
 
 def _run(
@@ -92,10 +82,10 @@ def _run(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vtwcli.bench.result import check_writable, write_atomic
     from vtwcli.bench.runner import parse_methods
     from vtwcli.distributed import context
     from vtwcli.errors import UsageError
+    from vtwcli.fileio import check_writable, write_atomic
 
     ctx = context()
 
