@@ -16,7 +16,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from vtwcli.engine.core import METHODS, EngineHandle, PrefillStats, apply, attached
-from vtwcli.engine.partial import LayerInputs, capture_layer_inputs, run_layers_from
 
 
 @contextmanager
@@ -33,11 +32,8 @@ def withdraw(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int =
 __all__ = [
     "METHODS",
     "EngineHandle",
-    "LayerInputs",
     "PrefillStats",
     "apply",
     "attached",
-    "capture_layer_inputs",
-    "run_layers_from",
     "withdraw",
 ]
