@@ -194,16 +194,11 @@ def _layer_call(layer, hidden, kwargs):
 
 
 def _mask_for_layer(parts: ModelParts, j: int, hidden, valid_2d):
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+    from vtwcli.engine.masks import causal_mask
 
     layer_types = getattr(parts.text_config, "layer_types", None)
-    make = create_causal_mask
-    if layer_types is not None and layer_types[j] == "sliding_attention":
-        make = create_sliding_window_causal_mask
-    # explicit 2D mask, no position ids: gapped positions would otherwise read as packed sequences
-    return make(
-        config=parts.text_config, inputs_embeds=hidden, attention_mask=valid_2d, cache=None, position_ids=None
-    )
+    sliding = layer_types is not None and layer_types[j] == "sliding_attention"
+    return causal_mask(parts.text_config, hidden, valid_2d, sliding=sliding)
 
 
 def fast_sweep(

@@ -15,6 +15,7 @@ import torch
 
 from vtwcli.archs import ArchRecord, get_arch
 from vtwcli.engine import select
+from vtwcli.engine.masks import causal_mask
 from vtwcli.errors import (
     AlreadyPatchedError,
     KOutOfRangeError,
@@ -187,15 +188,8 @@ class EngineHandle:
                 prev = torch.ones(new_valid.shape[0], past_k, dtype=torch.bool, device=new_valid.device)
             after = torch.cat([prev, new_valid], 1)
         self._after_mask = after if call.cache is not None else None
-        from transformers.masking_utils import create_causal_mask
-
-        mask = create_causal_mask(
-            config=self.arch.text_config(self.model.config),
-            inputs_embeds=hidden,
-            attention_mask=after.to(hidden.device),
-            cache=call.cache,
-            position_ids=None,
-            layer_idx=self.k,
+        mask = causal_mask(
+            self.arch.text_config(self.model.config), hidden, after.to(hidden.device), call.cache, layer_idx=self.k
         )
         self._substitute = (mask, (cos, sin))
         kwargs = dict(kwargs, attention_mask=mask, position_embeddings=(cos, sin), position_ids=None)
