@@ -231,11 +231,11 @@ def test_unreachable_hub_without_offline_flag_is_fast_and_uses_cache(monkeypatch
     import datasets
     from huggingface_hub import constants
 
-    from vtwcli.data import loading
+    from vtwcli import hub
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(loading, "_reachable", {})
+    monkeypatch.setattr(hub, "_reachable", {})
 
     def no_network(*args, **kwargs):
         raise OSError("no route")

@@ -170,3 +170,28 @@ def test_sample_frames_is_uniform(tmp_path):
     assert frames.shape == (8, 32, 32, 3)
     levels = [round(float(f.mean()) / 15) for f in frames]
     assert levels == [0, 2, 4, 6, 9, 11, 13, 15]
+
+
+def test_unreachable_hub_is_one_fast_clear_error(monkeypatch, tmp_path):
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from vtwcli import hub
+    from vtwcli.models import load_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: nothing is there
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_reachable", {})
+
+    def no_network(*args, **kwargs):
+        raise OSError("no route")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match="hub cannot be reached.*huggingface-cli download"):
+        load_model("llava-1.5-7b")
+    assert time.perf_counter() - t0 < 10  # no 30 s of hub retries

@@ -15,14 +15,13 @@ import math
 import os
 import random
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from vtwcli.data.base import Source
 from vtwcli.errors import DatasetError, UsageError
+from vtwcli.hub import hub_reachable
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _LOCAL_SUFFIXES = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow", ".csv": "csv"}
@@ -126,27 +125,6 @@ def _offline():
         yield
     finally:
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
-
-
-_reachable: dict[str, bool] = {}
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so a machine without internet fails in seconds instead of
-    sitting through huggingface_hub's retries (about 30 s per id)."""
-    import datasets
-    from huggingface_hub import constants
-
-    if datasets.config.HF_HUB_OFFLINE or constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    if host not in _reachable:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                _reachable[host] = True
-        except OSError:
-            _reachable[host] = False
-    return _reachable[host]
 
 
 def _load_hub(task: str, loc: HubLocation, ids: list[str], split: str, revision: str | None,

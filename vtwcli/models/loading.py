@@ -371,6 +371,15 @@ def _weights_source(resolved: Resolved, revision: str | None) -> str:
             f"(HF_HUB_OFFLINE=1); download it first with {download_hint(resolved.model_id, revision)} "
             "on a machine with network, or pass a local directory, or use --random-init for shapes only"
         )
+    if not offline() and weights_cached(resolved.model_id, revision) == "no":
+        from vtwcli.hub import hub_reachable
+
+        if not hub_reachable():
+            raise ModelNotFoundError(
+                f"{resolved.model_id} is not in the local Hugging Face cache and the hub cannot be reached "
+                f"from this machine; download it with {download_hint(resolved.model_id, revision)} where there "
+                "is network (then copy the cache or set HF_HOME), or pass a local directory, or use --random-init"
+            )
     return resolved.model_id
 
 
