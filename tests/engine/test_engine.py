@@ -170,6 +170,21 @@ def test_static_cache_generates_what_the_dynamic_cache_does(arch, attn):
     assert torch.equal(static, dynamic)
 
 
+@pytest.mark.parametrize("arch", ["llava", "llava_next", "qwen2_vl"])
+@torch.no_grad()
+def test_beam_search_with_the_cache_equals_beam_search_without(arch):
+    # Without a cache every step is a prefill (checked against the reference above); with it,
+    # beams reorder the cache each step and the engine's carried validity mask must follow.
+    model = S.make(arch, "eager")
+    batch = S.inputs(model, rows=(0, 1))
+    with vtwcli.withdraw(model, k=K):
+        cached = _generate(model, batch, n=4, num_beams=3, num_return_sequences=2).sequences
+        fresh = _generate(model, batch, n=4, num_beams=3, num_return_sequences=2, use_cache=False).sequences
+    base = _generate(model, batch, n=4, num_beams=3, num_return_sequences=2).sequences
+    assert torch.equal(cached, fresh)
+    assert not torch.equal(cached, base)  # withdrawal changed what the beams found
+
+
 @pytest.mark.parametrize("arch", [a for a in TINY_ARCHS if "qwen" not in a])  # Qwen's M-RoPE needs input_ids
 @torch.no_grad()
 def test_inputs_embeds_find_the_same_vision_positions(arch):
