@@ -244,16 +244,64 @@ def batch_tensors(examples, pad_id):
 IMAGE_START = 2  # <s> USER: then the 81 image rows
 
 
-def decoder_logits(model, ids, feats, positions=None):
-    """Logits at ``positions`` (B, P) or at every position; right padding needs no mask (causal)."""
+def decoder_logits(model, ids, feats, positions=None, withdraw_k=None):
+    """Logits at ``positions`` (B, P) or at every position; right padding needs no mask (causal).
+
+    With ``withdraw_k`` the image rows are physically removed before decoder layer K (VTW), the
+    text rows keep their original positions; ``positions`` must then all lie after the image.
+    """
     lm = model.model.language_model
     emb = lm.embed_tokens(ids)
     vis = model.model.multi_modal_projector(feats)
     emb = torch.cat([emb[:, :IMAGE_START], vis, emb[:, IMAGE_START + NUM_PATCHES:]], dim=1)
-    h = lm(inputs_embeds=emb, use_cache=False).last_hidden_state
+    if withdraw_k is None:
+        h = lm(inputs_embeds=emb, use_cache=False).last_hidden_state
+    else:
+        h = _withdrawn_forward(lm, emb, withdraw_k)
+        if positions is not None:
+            # Every target lies after the image block, which is gone from the hidden states; the
+            # filler positions of short rows (weight 0) may point into it, so clamp them.
+            positions = (positions - NUM_PATCHES).clamp_min(0)
     if positions is not None:
         h = torch.gather(h, 1, positions.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
     return model.lm_head(h)
+
+
+def _withdrawn_forward(lm, emb, k):
+    """LlamaModel forward with the image rows dropped before layer ``k`` (0 < k < N).
+
+    LlamaModel hands every layer the same full-length rotary table (and mask, if any), so each
+    layer from K on gets its kwargs cut to the kept positions; layer K also cuts the rows.
+    """
+    n = emb.shape[1]
+    keep = torch.cat([torch.arange(IMAGE_START), torch.arange(IMAGE_START + NUM_PATCHES, n)]).to(emb.device)
+
+    def pre_hook(module, args, kwargs, first):
+        if args:
+            hidden, args = args[0], args[1:]
+        else:
+            hidden = kwargs.pop("hidden_states")
+        if first:
+            hidden = hidden.index_select(1, keep)
+        cos, sin = kwargs["position_embeddings"]
+        if cos.shape[-2] == n:
+            kwargs["position_embeddings"] = (cos.index_select(-2, keep), sin.index_select(-2, keep))
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.shape[-1] == n:
+            kwargs["attention_mask"] = mask.index_select(-2, keep).index_select(-1, keep)
+        if kwargs.get("position_ids") is not None and kwargs["position_ids"].shape[-1] == n:
+            kwargs["position_ids"] = kwargs["position_ids"].index_select(-1, keep)
+        return (hidden, *args), kwargs
+
+    handles = []
+    try:
+        for j in range(k, len(lm.layers)):
+            handles.append(lm.layers[j].register_forward_pre_hook(
+                lambda m, a, kw, first=(j == k): pre_hook(m, a, kw, first), with_kwargs=True))
+        return lm(inputs_embeds=emb, use_cache=False).last_hidden_state
+    finally:
+        for hd in handles:
+            hd.remove()
 
 
 def vision_features(model, scenes):
@@ -312,7 +360,12 @@ def train_decoder(model, enc, args, rng: random.Random, log, checkpoint=None):
         order = torch.argsort((~keep).int(), dim=1, stable=True)[:, :npos]
         tsel = torch.gather(tgt, 1, order)
         wsel = torch.gather(wts, 1, order) * (tsel != -100)
-        logits = decoder_logits(model, ids, feats, order)
+        withdraw_k = None
+        if args.withdraw_prob > 0 and rng.random() < args.withdraw_prob:
+            # VTW during training (the paper's future work): at a random K the model must already
+            # have moved what it needs from the image into the text rows.
+            withdraw_k = rng.randint(args.withdraw_k_min, len(model.model.language_model.layers) - 1)
+        logits = decoder_logits(model, ids, feats, order, withdraw_k=withdraw_k)
         ce = F.cross_entropy(logits.flatten(0, 1), tsel.clamp_min(0).flatten(), reduction="none")
         loss = (ce * wsel.flatten()).sum() / len(exs)
         opt.zero_grad(set_to_none=True)
@@ -373,9 +426,17 @@ def main(argv=None):
                     help="question-type sampling weights for stage 2")
     ap.add_argument("--init-from", default=None,
                     help="continue from a saved testbed directory: skips stage 1 (tower stays frozen)")
+    ap.add_argument("--withdraw-prob", type=float, default=0.0,
+                    help="share of stage-2 batches trained with the vision tokens withdrawn at a random K")
+    ap.add_argument("--withdraw-k-min", type=int, default=2,
+                    help="smallest K drawn for a withdrawn batch (K is uniform in KMIN..N-1)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
+    if not 0.0 <= args.withdraw_prob <= 1.0:
+        ap.error("--withdraw-prob must be in [0, 1]")
+    if args.withdraw_prob > 0 and not 1 <= args.withdraw_k_min <= args.layers - 1:
+        ap.error(f"--withdraw-k-min must be in 1..{args.layers - 1} (K = N withdraws nothing)")
     args.mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
 
     torch.set_num_threads(args.threads)

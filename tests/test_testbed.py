@@ -248,3 +248,48 @@ def test_docs_quote_the_measured_figures():
     assert f"{documented['heldout']['accuracy']:.1%}" in doc
     assert f"{documented['blank']['accuracy']:.1%}" in doc
     assert f"{documented['vision_share']['overall']:.1%}" in doc
+
+
+# ----------------------------------------------------------------------------- the trainer's withdrawal
+
+
+def _trainer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_testbed", ROOT / "scripts" / "train_testbed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_training_withdrawal_matches_a_hand_run_decoder(testbed):
+    """--withdraw-prob's forward against the decoder layers run one by one with an explicit mask."""
+    import torch
+
+    train = _trainer()
+    model, _ = testbed
+    lm = model.model.language_model
+    start, n_img = train.IMAGE_START, train.NUM_PATCHES
+    n = start + n_img + 9
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(2, n, lm.config.hidden_size, generator=g)
+    kept = list(range(start)) + list(range(start + n_img, n))
+    with torch.no_grad():
+        full = lm(inputs_embeds=emb).last_hidden_state
+        for k in range(1, lm.config.num_hidden_layers):
+            got = train._withdrawn_forward(lm, emb, k)
+            h, pos = emb, torch.arange(n)
+            for j, layer in enumerate(lm.layers):
+                if j == k:
+                    h, pos = h[:, kept], pos[kept]
+                cos, sin = lm.rotary_emb(h, position_ids=pos[None])
+                size = h.shape[1]
+                mask = torch.full((size, size), float("-inf")).triu(1)[None, None]
+                h = layer(h, attention_mask=mask, position_embeddings=(cos, sin))
+            want = lm.norm(h)
+            assert got.shape == (2, len(kept), lm.config.hidden_size)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            # The text rows differ from the full pass (the withdrawal did something) ...
+            assert not torch.allclose(got[:, start:], full[:, start + n_img:], atol=1e-4)
+        # ... and the hooks are gone afterwards.
+        torch.testing.assert_close(lm(inputs_embeds=emb).last_hidden_state, full)
