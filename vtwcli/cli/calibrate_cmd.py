@@ -12,10 +12,7 @@ import typer
 
 _HELP = """Choose the withdrawal layer K for a model on a task, and save it in a profile.
 
-Runs the paper's criterion: for K = k-min..N-1, the KL divergence between the next-token
-distribution with the vision tokens withdrawn before layer K and the normal one, at the last
-prompt token, averaged over a few samples; K is the first one below eta. One full forward
-per sample serves every K. Writes profiles/<model>.yaml (other tasks in it are kept).
+Runs the paper's criterion: for K = k-min..N-1, the KL divergence between the next-token distribution with the vision tokens withdrawn before layer K and the normal one, at the last prompt token, averaged over a few samples; K is the first one below eta. One full forward per sample serves every K. Writes profiles/<model>.yaml (other tasks in it are kept).
 
 Examples:
 
@@ -29,8 +26,7 @@ Examples:
 
   vtw calibrate --model llava-1.5-13b --device-map auto --data sqa
 
-Under torchrun or accelerate launch each rank sweeps its share of the samples on its own
-GPU and rank 0 writes the profile (docs/scaling.md).
+Under torchrun or accelerate launch each rank sweeps its share of the samples on its own GPU and rank 0 writes the profile (docs/scaling.md).
 """
 
 
