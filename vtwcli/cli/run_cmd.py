@@ -23,9 +23,7 @@ Examples (no downloads: the bundled testbed answers when no model is named):
 
   vtw run --model llava-1.5-13b --device-map auto --k 20 --image photo.jpg --prompt "Describe it."
 
-Each JSONL line: {"image": "a.png", "prompt": "...", "id": "q1"} ("images": [...] for
-several, "video": "v.mp4" for a video; paths relative to the JSONL file). Each output line
-adds answer, k, method, latency_s and model; a bad line gets an "error" field instead.
+Each JSONL line: {"image": "a.png", "prompt": "...", "id": "q1"} ("images": [...] for several, "video": "v.mp4" for a video; paths relative to the JSONL file). Each output line adds answer, k, method, latency_s and model; a bad line gets an "error" field instead.
 """
 
 
