@@ -304,6 +304,13 @@ def _withdrawn_forward(lm, emb, k):
             hd.remove()
 
 
+def distill_kl(logits, full_logp, mask):
+    """Mean over the ``mask``ed positions of KL(softmax(logits) || exp(full_logp)), full vocabulary."""
+    logp = F.log_softmax(logits, dim=-1)
+    kl = (logp.exp() * (logp - full_logp)).sum(-1)
+    return kl[mask].mean()
+
+
 def vision_features(model, scenes):
     with torch.no_grad():
         return model.model.vision_tower(pixels(scenes), output_hidden_states=True).hidden_states[-1][:, 1:]
@@ -368,6 +375,14 @@ def train_decoder(model, enc, args, rng: random.Random, log, checkpoint=None):
         logits = decoder_logits(model, ids, feats, order, withdraw_k=withdraw_k)
         ce = F.cross_entropy(logits.flatten(0, 1), tsel.clamp_min(0).flatten(), reduction="none")
         loss = (ce * wsel.flatten()).sum() / len(exs)
+        if withdraw_k is not None and args.distill_weight > 0:
+            # Cross-entropy alone lets the withdrawn model be right with a differently shaped
+            # distribution; `vtw calibrate` measures KL(withdrawn || full) over the whole
+            # vocabulary, so pull the withdrawn distribution onto the (fixed) full one directly.
+            with torch.no_grad():
+                full_logp = F.log_softmax(decoder_logits(model, ids, feats, order), dim=-1)
+            # The answer position of every row has weight 1, so it is always among these.
+            loss = loss + args.distill_weight * distill_kl(logits, full_logp, wsel > 0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -430,6 +445,9 @@ def main(argv=None):
                     help="share of stage-2 batches trained with the vision tokens withdrawn at a random K")
     ap.add_argument("--withdraw-k-min", type=int, default=2,
                     help="smallest K drawn for a withdrawn batch (K is uniform in KMIN..N-1)")
+    ap.add_argument("--distill-weight", type=float, default=0.0,
+                    help="on withdrawn batches, add W * KL(withdrawn || full) at the supervised positions "
+                         "(full = the same model without withdrawal, no gradient)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--eval-every", type=int, default=200)
     args = ap.parse_args(argv)
@@ -437,6 +455,8 @@ def main(argv=None):
         ap.error("--withdraw-prob must be in [0, 1]")
     if args.withdraw_prob > 0 and not 1 <= args.withdraw_k_min <= args.layers - 1:
         ap.error(f"--withdraw-k-min must be in 1..{args.layers - 1} (K = N withdraws nothing)")
+    if args.distill_weight < 0:
+        ap.error("--distill-weight must be >= 0")
     args.mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
 
     torch.set_num_threads(args.threads)

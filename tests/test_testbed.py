@@ -293,3 +293,28 @@ def test_training_withdrawal_matches_a_hand_run_decoder(testbed):
             assert not torch.allclose(got[:, start:], full[:, start + n_img:], atol=1e-4)
         # ... and the hooks are gone afterwards.
         torch.testing.assert_close(lm(inputs_embeds=emb).last_hidden_state, full)
+
+
+def test_distillation_loss_is_kl_withdrawn_to_full():
+    """--distill-weight's term against a per-position KL summed by hand from the definition."""
+    import torch
+
+    train = _trainer()
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 4, 7, generator=g)
+    full_logp = torch.log_softmax(torch.randn(3, 4, 7, generator=g), dim=-1)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    terms = []
+    for b in range(3):
+        for i in range(4):
+            if mask[b, i]:
+                p = logits[b, i].softmax(-1).double()
+                q = full_logp[b, i].exp().double()
+                terms.append(sum(float(p[v] * (p[v].log() - q[v].log())) for v in range(7)))
+    got = train.distill_kl(logits, full_logp, mask)
+    assert abs(float(got) - sum(terms) / len(terms)) < 1e-5
+    # The direction matters: swapping the two distributions gives another number.
+    swapped = train.distill_kl(full_logp, torch.log_softmax(logits, -1), mask)
+    assert abs(float(swapped) - float(got)) > 1e-3
+    # Identical distributions: zero.
+    assert abs(float(train.distill_kl(logits, torch.log_softmax(logits, -1), mask))) < 1e-6
