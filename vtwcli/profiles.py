@@ -253,3 +253,22 @@ def merge_task(
         merged = Profile(model=model, tasks={task: entry}, default_task=task, path=p)
     save_profile(merged, p)
     return merged
+
+
+def default_profile_path(model_name: str | None) -> Path | None:
+    """``profiles/<name>.yaml`` under the working directory for a registered model (or the
+    testbed), where `vtw calibrate` writes by default; None when there is no such file.
+
+    `vtw bench` and `vtw run` use it when neither --k nor --profile is given, so a calibration
+    is picked up by the next command without naming the file."""
+    from vtwcli.errors import VTWError
+    from vtwcli.models.registry import profile_stem, resolve
+
+    try:
+        alias = resolve(model_name).alias
+    except VTWError:
+        return None
+    if alias is None:
+        return None
+    path = Path("profiles") / f"{profile_stem(alias)}.yaml"
+    return path if path.is_file() else None

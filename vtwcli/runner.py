@@ -92,10 +92,15 @@ class Runner:
         self.profile = None
         self.task_name: str | None = None
         profile_method = None
-        if s.profile is not None:
+        profile_path = s.profile
+        if profile_path is None and s.k is None and s.method is None and not s.random_init:
+            from vtwcli.profiles import default_profile_path
+
+            profile_path = default_profile_path(s.model or "testbed")  # where `vtw calibrate` wrote K
+        if profile_path is not None:
             from vtwcli.profiles import load_profile
 
-            self.profile = load_profile(s.profile)
+            self.profile = load_profile(profile_path)
             self.task_name, entry = self.profile.entry(s.task)
             profile_method = entry.method
         self.method = s.method or (profile_method if profile_method in RUN_METHODS else None)

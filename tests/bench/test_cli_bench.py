@@ -102,3 +102,19 @@ def test_unwritable_output_paths_fail_before_any_work(tmp_path):
     res = _invoke([*FAST, "--markdown", str(tmp_path)])
     assert res.exit_code == 2 and "is a directory" in res.output
     assert os.listdir(tmp_path) == []
+
+
+def test_k_comes_from_profiles_in_the_working_directory(tmp_path):
+    # what `vtw calibrate` wrote (profiles/testbed.yaml) is what the next `vtw bench` runs
+    from vtwcli.profiles import ModelRef, Profile, TaskEntry, save_profile
+
+    save_profile(
+        Profile(model=ModelRef(alias="testbed", id="vtwcli/testbed", num_layers=6), tasks={"shapes": TaskEntry(k=4)}),
+        tmp_path / "profiles" / "testbed.yaml",
+    )
+    js = tmp_path / "out.json"
+    res = _invoke([*FAST, "--methods", "baseline,vtw", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(js.read_text())
+    assert data["rows"][1]["k"] == 4
+    assert any("profiles/testbed.yaml" in n for n in data["notices"])

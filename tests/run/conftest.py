@@ -5,8 +5,10 @@ from PIL import Image
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # run in an empty directory: a profiles/testbed.yaml in the checkout would supply a K
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

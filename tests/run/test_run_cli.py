@@ -1,6 +1,7 @@
 """`vtw run` end to end on the bundled testbed, through typer's CliRunner."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 from vtwcli.cli import app
 from vtwcli.profiles import ModelRef, Profile, TaskEntry, save_profile
 
+REPO = Path(__file__).resolve().parents[2]
 torch.set_num_threads(1)
 cli = CliRunner()
 
@@ -43,6 +45,24 @@ def test_one_shot_answers_with_the_testbed(files, testbed):
     assert out["model"] == "testbed" and out["method"] == "baseline" and out["k"] is None
     assert out["answer"] == _reference(testbed, files / "red.png", "what colour is the square ?")
     assert out["latency_s"] > 0
+
+
+def test_a_calibrated_profile_in_profiles_is_used_when_no_k_is_given(files, testbed):
+    # `vtw calibrate` writes profiles/<model>.yaml; the next `vtw run` picks its K up by itself
+    (files / "profiles").mkdir()
+    save_profile(
+        Profile(model=ModelRef(alias="testbed", id="vtwcli/testbed", num_layers=6), tasks={"shapes": TaskEntry(k=2)}),
+        files / "profiles" / "testbed.yaml",
+    )
+    res = run("run", "--image", files / "red.png", "--prompt", "what colour is the square ?",
+              "--max-new-tokens", 2, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["method"] == "vtw" and out["k"] == 2
+    assert out["answer"] == _reference(testbed, files / "red.png", "what colour is the square ?", k=2)
+    # an explicit --method baseline still wins over the file
+    res = run("run", "--image", files / "red.png", "--prompt", "x", "--method", "baseline", "--json")
+    assert json.loads(res.stdout.strip().splitlines()[-1])["k"] is None
 
 
 def test_one_shot_with_k_uses_the_engine(files, testbed):
@@ -168,7 +188,7 @@ def test_malformed_and_foreign_profiles(files, tmp_path):
     _one_line_error(run("run", "--profile", bad, "--image", img, "--prompt", "x"), "not valid YAML")
     # a profile made for LLaVA-1.5-7B (K=16 of 32) used on the 6-layer testbed
     _one_line_error(
-        run("run", "--profile", "profiles/llava15_7b.yaml", "--model", "testbed", "--image", img, "--prompt", "x"),
+        run("run", "--profile", REPO / "profiles/llava15_7b.yaml", "--model", "testbed", "--image", img, "--prompt", "x"),
         "K=16", "has 6 decoder layers",
     )
 

@@ -184,6 +184,10 @@ def bench(
         )
 
     prof = None
+    if profile is None and k is None and not random_init:
+        from vtwcli.profiles import default_profile_path
+
+        profile = default_profile_path(model)  # where `vtw calibrate` wrote this model's K
     if profile is not None:
         from vtwcli.profiles import load_profile
 
