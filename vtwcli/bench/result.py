@@ -193,11 +193,14 @@ class BenchResult:
         from rich.table import Table
 
         headers, body = self.display_rows()
+        # In the terminal, leave out columns that are n/a everywhere (memory without CUDA: a
+        # notice says why); markdown, CSV and JSON keep every column.
+        shown = [i for i in range(len(headers)) if not body or any(row[i] != "n/a" for row in body)]
         table = Table(title="vtw bench", caption=self.caption(), show_lines=False)
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        for i in shown:
+            table.add_column(headers[i], justify="left" if i == 0 else "right", overflow="fold")
         for cells in body:
-            table.add_row(*cells)
+            table.add_row(*(cells[i] for i in shown))
         return table
 
 

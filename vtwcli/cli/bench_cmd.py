@@ -106,6 +106,8 @@ def _run(
 
     quiet = bool(stdout_outputs)  # keep stdout clean for the machine-readable output
     console = Console(stderr=quiet)
+    if not console.is_terminal:  # piped or redirected: do not squeeze the table into 80 columns
+        console = Console(stderr=quiet, width=160)
     err_console = Console(stderr=True)
 
     from transformers.utils import logging as hf_logging
