@@ -42,7 +42,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from vtwcli.bench import bench
-    from vtwcli.bench.result import write_atomic
+    from vtwcli.fileio import write_atomic
     from vtwcli.bench.shaped import llava_shaped
 
     k = args.k or args.layers // 2
