@@ -42,8 +42,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from vtwcli.bench import bench
-    from vtwcli.fileio import write_atomic
     from vtwcli.bench.shaped import llava_shaped
+    from vtwcli.fileio import write_atomic
 
     k = args.k or args.layers // 2
     loaded = llava_shaped(hidden_size=args.hidden, num_layers=args.layers, heads=args.heads, attn=args.attn)

@@ -122,4 +122,7 @@ def main(dev_a: str, dev_b: str) -> int:
 
 if __name__ == "__main__":
     torch.set_num_threads(2)
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print("usage: gpu_multi_check.py [DEVICE_A DEVICE_B]   (default: cuda:0 cuda:1)\n" + (__doc__ or ""))
+        sys.exit(0)
     sys.exit(main(*(sys.argv[1:3] if len(sys.argv) >= 3 else ("cuda:0", "cuda:1"))))
