@@ -78,29 +78,11 @@ def register(app: typer.Typer) -> None:
             None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
         ),
     ) -> None:
+        options = dict(locals())
         from vtwcli.distributed import quiet_on_other_ranks
 
         with quiet_on_other_ranks():
-            _run(
-                model,
-                profile,
-                task,
-                k,
-                method,
-                image,
-                video,
-                frames,
-                prompt,
-                input_path,
-                output_path,
-                dtype,
-                device,
-                attn,
-                max_new_tokens,
-                random_init,
-                as_json,
-                device_map,
-            )
+            _run(**options)
 
 
 def _run(
