@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import typer
 
+from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+
 _HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
 
 All methods run in one process on the same samples, interleaved per sample, greedy, with the same max_new_tokens, after a warm-up that is not counted. Without CUDA the memory columns say n/a. See docs/bench.md.
@@ -61,12 +63,10 @@ def register(app: typer.Typer) -> None:
         log_samples: bool = typer.Option(
             False, "--log-samples", help="Put every sample's prompt, replies, parsed answers and timings in the JSON."
         ),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
-        device_map: str = typer.Option(
-            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
-        ),
+        dtype: str = dtype_option(),
+        device: str = device_option(),
+        attn: str = attn_option(),
+        device_map: str = device_map_option(),
     ) -> None:
         options = dict(locals())
         from vtwcli.distributed import quiet_on_other_ranks

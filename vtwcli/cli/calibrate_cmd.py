@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+
 _HELP = """Choose the withdrawal layer K for a model on a task, and save it in a profile.
 
 Runs the paper's criterion: for K = k-min..N-1, the KL divergence between the next-token distribution with the vision tokens withdrawn before layer K and the normal one, at the last prompt token, averaged over a few samples; K is the first one below eta. One full forward per sample serves every K. Writes profiles/<model>.yaml (other tasks in it are kept).
@@ -53,12 +55,10 @@ def register(app: typer.Typer) -> None:
         no_save: bool = typer.Option(False, "--no-save", help="Do not write a profile; only print the result."),
         plot: Path = typer.Option(None, "--plot", help="Also draw the KL curve to this PNG file."),
         json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
-        dtype: str = typer.Option("auto", "--dtype", help="auto, fp32, bf16 or fp16."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        attn: str = typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2."),
-        device_map: str = typer.Option(
-            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
-        ),
+        dtype: str = dtype_option(),
+        device: str = device_option(),
+        attn: str = attn_option(),
+        device_map: str = device_map_option(),
     ) -> None:
         options = dict(locals())
         from vtwcli.distributed import quiet_on_other_ranks

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+
 EXAMPLES = """
 Examples (no downloads: the bundled testbed answers when no model is named):
 
@@ -60,9 +62,9 @@ def register(app: typer.Typer) -> None:
         output_path: Path = typer.Option(
             None, "--output", "-o", help="Answers JSONL file (written whole, atomically)."
         ),
-        dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32."),
-        device: str = typer.Option("auto", "--device", help="auto | cuda | cpu."),
-        attn: str = typer.Option("sdpa", "--attn", help="sdpa | eager | flash_attention_2."),
+        dtype: str = dtype_option(),
+        device: str = device_option(),
+        attn: str = attn_option(),
         max_new_tokens: int = typer.Option(
             None,
             "--max-new-tokens",
@@ -74,9 +76,7 @@ def register(app: typer.Typer) -> None:
             help="Random weights from the shipped config (shapes only; answers are noise).",
         ),
         as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
-        device_map: str = typer.Option(
-            None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
-        ),
+        device_map: str = device_map_option(),
     ) -> None:
         options = dict(locals())
         from vtwcli.distributed import quiet_on_other_ranks
