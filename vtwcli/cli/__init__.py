@@ -23,6 +23,15 @@ def debug_enabled() -> bool:
     return _state["debug"] or os.environ.get("VTW_DEBUG", "") not in ("", "0")
 
 
+def console(stderr: bool = False):
+    """A rich console; when the stream is piped or redirected, wide enough that tables and
+    status lines are not wrapped at 80 columns."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr)
+    return out if out.is_terminal else Console(stderr=stderr, width=160)
+
+
 class _VTWGroup(TyperGroup):
     """Turns VTWError (and a few common OS errors) into one clear line and exit 2."""
 

@@ -79,10 +79,10 @@ def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
 ) -> None:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vtwcli.bench.runner import parse_methods
+    from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import UsageError
     from vtwcli.fileio import check_writable, write_atomic
@@ -105,10 +105,8 @@ def _run(
         raise UsageError("--json, --csv and --markdown must name different files")
 
     quiet = bool(stdout_outputs)  # keep stdout clean for the machine-readable output
-    console = Console(stderr=quiet)
-    if not console.is_terminal:  # piped or redirected: do not squeeze the table into 80 columns
-        console = Console(stderr=quiet, width=160)
-    err_console = Console(stderr=True)
+    console = make_console(stderr=quiet)
+    err_console = make_console(stderr=True)
 
     from transformers.utils import logging as hf_logging
 

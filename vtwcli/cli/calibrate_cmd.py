@@ -74,20 +74,20 @@ def _run(
     import json
     import sys
 
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers.utils import logging as hf_logging
 
     from vtwcli.calibrate import calibrate
     from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
+    from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import OutputPathError
 
     ctx = context()
 
     quiet = json_out == "-"
-    console = Console(stderr=quiet)
-    err_console = Console(stderr=True)
+    console = make_console(stderr=quiet)
+    err_console = make_console(stderr=True)
 
     # one progress bar (ours), not transformers' weight-loading bar as well
     hf_bars = hf_logging.is_progress_bar_enabled()

@@ -83,8 +83,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        from rich.console import Console
         from rich.table import Table
+
+        from vtwcli.cli import console as make_console
 
         table = Table(title="vtw benchmark tasks", show_lines=False)
         # metric names are in --json and docs/datasets.md: they would make the table too wide
@@ -99,6 +100,6 @@ def register(app: typer.Typer) -> None:
                 str(r["rows"]) if r["rows"] else "-",
                 r["status"],
             )
-        Console().print(table)
+        make_console().print(table)
         typer.echo("Own data: --data jsonl:PATH (one JSON object per line: image, question, answer). "
                    "Hub datasets are gated; see docs/datasets.md for offline use.")

@@ -32,8 +32,9 @@ def _list(as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from vtwcli.cli import console as make_console
 
     table = Table(title="vtw models (alias -> checkpoint)")
     for col, kw in (
@@ -57,7 +58,7 @@ def _list(as_json: bool) -> None:
             str(r["vision_tokens_per_image"]),
             r["cached"],
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     for r in rows:
         if r.get("note"):

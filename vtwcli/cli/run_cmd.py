@@ -11,9 +11,9 @@ from vtwcli.cli.options import attn_option, device_map_option, device_option, dt
 EXAMPLES = """
 Examples (no downloads: the bundled testbed answers when no model is named):
 
-  vtw run --image shapes.png --prompt "What colour is the square?"
+  vtw run --image docs/examples/shapes.png --prompt "How many shapes are there? Answer the question using a single word or phrase."
 
-  vtw run --profile profiles/testbed.yaml --input questions.jsonl --output answers.jsonl
+  vtw run --profile profiles/testbed.yaml --input docs/examples/questions.jsonl --output answers.jsonl
 
   vtw run --model llava-1.5-7b --k 16 --image photo.jpg --prompt "Describe the image."
 
@@ -159,8 +159,7 @@ def _describe(runner) -> str:
 def _one_shot(settings, prompt, images, videos, as_json) -> None:
     import json
 
-    from rich.console import Console
-
+    from vtwcli.cli import console as make_console
     from vtwcli.models.loading import check_image_file
     from vtwcli.models.video import check_video_file
     from vtwcli.runner import Runner
@@ -169,7 +168,7 @@ def _one_shot(settings, prompt, images, videos, as_json) -> None:
         check_image_file(img)
     for vid in videos:
         check_video_file(vid)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with Runner(settings) as runner:
         ans = runner.answer(prompt, images=images, videos=videos)
         if as_json:
@@ -197,9 +196,9 @@ def _world_size() -> int:
 
 
 def _batch(settings, input_path, output_path) -> None:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import InputFileError
     from vtwcli.runner import check_output_path, read_prompts, run_batch
@@ -207,7 +206,7 @@ def _batch(settings, input_path, output_path) -> None:
     ctx = context()
     read_prompts(input_path)
     check_output_path(output_path)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     with Progress(
         TextColumn("answering" + (f" (rank 0's share of {ctx.world_size})" if ctx.enabled else "")),
         BarColumn(),
@@ -244,8 +243,7 @@ def _batch(settings, input_path, output_path) -> None:
 def _chat(settings, images, videos) -> None:
     import sys
 
-    from rich.console import Console
-
+    from vtwcli.cli import console as make_console
     from vtwcli.models.loading import check_image_file
     from vtwcli.models.video import check_video_file
     from vtwcli.runner import Runner
@@ -254,7 +252,7 @@ def _chat(settings, images, videos) -> None:
         check_image_file(img)
     for vid in videos:
         check_video_file(vid)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     stdin = sys.stdin
     with Runner(settings) as runner:
         err.print(
