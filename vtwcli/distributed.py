@@ -12,10 +12,9 @@ naming the rank.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -182,18 +181,10 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-@contextlib.contextmanager
-def quiet_on_other_ranks() -> Iterator[None]:
-    """Around a CLI command: a failed data-parallel run is reported once, by rank 0.
+def reported_by_rank_zero(err: BaseException) -> bool:
+    """True on ranks other than 0 for a failed data-parallel run: rank 0 reports it, once.
 
-    Every rank raises :class:`RankFailedError` (so every rank exits non-zero and the
-    launcher stops); the ranks other than 0 leave with the same exit code and print nothing.
+    Every rank raises :class:`RankFailedError` (so every rank exits non-zero and the launcher
+    stops); the CLI lets the other ranks leave with the same exit code and print nothing.
     """
-    try:
-        yield
-    except RankFailedError as err:
-        if _CONTEXT is not None and not _CONTEXT.is_main:
-            import typer
-
-            raise typer.Exit(err.exit_code) from None
-        raise
+    return isinstance(err, RankFailedError) and _CONTEXT is not None and not _CONTEXT.is_main

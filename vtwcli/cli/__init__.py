@@ -39,6 +39,10 @@ class _VTWGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except VTWError as err:
+            from vtwcli.distributed import reported_by_rank_zero
+
+            if reported_by_rank_zero(err):
+                raise typer.Exit(err.exit_code) from None
             if debug_enabled():
                 raise
             typer.echo(f"error: {err}", err=True)

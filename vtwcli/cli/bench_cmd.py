@@ -68,11 +68,7 @@ def register(app: typer.Typer) -> None:
         attn: str = attn_option(),
         device_map: str = device_map_option(),
     ) -> None:
-        options = dict(locals())
-        from vtwcli.distributed import quiet_on_other_ranks
-
-        with quiet_on_other_ranks():
-            _run(**options)
+        _run(**locals())
 
 
 def _run(

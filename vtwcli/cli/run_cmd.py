@@ -78,11 +78,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
         device_map: str = device_map_option(),
     ) -> None:
-        options = dict(locals())
-        from vtwcli.distributed import quiet_on_other_ranks
-
-        with quiet_on_other_ranks():
-            _run(**options)
+        _run(**locals())
 
 
 def _run(
