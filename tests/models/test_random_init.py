@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from tests.models.shrink import TEXT_LAYERS, shrunk_config_dict
+from vtwcli.errors import ModelNotFoundError
 from vtwcli.models import SPECS, config_from_dict, from_config, load_model
 from vtwcli.models.synthetic import synthetic_processor
 
@@ -35,7 +36,21 @@ def _build(alias):
     )
 
 
-@pytest.mark.parametrize("alias", sorted(SPECS))
+WITH_PROCESSOR = sorted(a for a, s in SPECS.items() if s.shipped()["processor"] is not None)
+
+
+def test_stand_in_processors_cover_the_paper_families():
+    assert set(HAND_COUNTS) | {"llava-next-7b"} <= set(WITH_PROCESSOR)
+
+
+def test_random_init_without_a_stand_in_processor_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache: the processor is not there
+    with pytest.raises(ModelNotFoundError, match="needs its processor files in the local cache"):
+        load_model("qwen3-vl-2b", device="cpu", random_init=True)
+
+
+@pytest.mark.parametrize("alias", WITH_PROCESSOR)
 def test_random_init_builds_and_answers(alias):
     lm = _build(alias)
     assert lm.random_init and lm.synthetic_processor and lm.num_layers == TEXT_LAYERS

@@ -483,10 +483,11 @@ def _processor_for_random(resolved: Resolved, revision):
         return processor, False
     except (OSError, ValueError):
         pass
-    if resolved.spec is None:
+    if resolved.spec is None or resolved.spec.shipped().get("processor") is None:
         raise ModelNotFoundError(
-            f"--random-init for {resolved.model_id} needs its processor files in the local cache; "
-            f"download them with {download_hint(resolved.model_id, revision)}"
+            f"--random-init for {resolved.model_id} needs its processor files in the local cache (vtw ships no "
+            f"stand-in processor for this family); download them with {download_hint(resolved.model_id, revision)}"
+            ", or save a model and processor to a directory and pass that"
         )
     from vtwcli.models.synthetic import synthetic_processor
 

@@ -67,6 +67,29 @@ _SPECS: tuple[ModelSpec, ...] = (
         ),
     ),
     ModelSpec("video-llava-7b", "LanguageBind/Video-LLaVA-7B-hf", "Video-LLaVA", "video_llava_7b"),
+    # The families people run today (current checkpoints; configs typed from their config.json).
+    ModelSpec("qwen3-vl-2b", "Qwen/Qwen3-VL-2B-Instruct", "Qwen3-VL", "qwen3vl_2b"),
+    ModelSpec("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct", "Qwen3-VL", "qwen3vl_8b"),
+    ModelSpec("qwen3-vl-30b-a3b", "Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen3-VL-MoE", "qwen3vl_30b_a3b"),
+    ModelSpec("qwen3.5-9b", "Qwen/Qwen3.5-9B", "Qwen3.5", "qwen35_9b"),
+    ModelSpec("gemma-3-4b-it", "google/gemma-3-4b-it", "Gemma 3", "gemma3_4b", ("gemma3-4b",)),
+    ModelSpec("gemma-3-12b-it", "google/gemma-3-12b-it", "Gemma 3", "gemma3_12b", ("gemma3-12b",)),
+    ModelSpec(
+        "llava-onevision-7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "LLaVA-OneVision", "llava_onevision_7b",
+        ("llava-ov-7b",),
+    ),
+    ModelSpec("llava-next-video-7b", "llava-hf/LLaVA-NeXT-Video-7B-hf", "LLaVA-NeXT-Video", "llava_next_video_7b"),
+    ModelSpec("smolvlm2-2.2b", "HuggingFaceTB/SmolVLM2-2.2B-Instruct", "SmolVLM", "smolvlm2_2b"),
+    ModelSpec("idefics3-8b", "HuggingFaceM4/Idefics3-8B-Llama3", "Idefics3", "idefics3_8b"),
+    ModelSpec(
+        "mistral-small-3.1-24b", "mistralai/Mistral-Small-3.1-24B-Instruct-2503", "Mistral 3", "mistral_small31_24b",
+        ("mistral-small-3.1",),
+    ),
+    ModelSpec("glm-4.1v-9b", "zai-org/GLM-4.1V-9B-Thinking", "GLM-4.1V", "glm41v_9b", ("glm4.1v-9b",)),
+    ModelSpec("internvl3.5-8b", "OpenGVLab/InternVL3_5-8B-HF", "InternVL", "internvl35_8b"),
+    ModelSpec("paligemma2-3b", "google/paligemma2-3b-pt-224", "PaliGemma", "paligemma2_3b"),
+    ModelSpec("aya-vision-8b", "CohereLabs/aya-vision-8b", "Aya Vision", "aya_vision_8b"),
+    ModelSpec("lfm2-vl-1.6b", "LiquidAI/LFM2-VL-1.6B", "LFM2-VL", "lfm2vl_1b6"),
 )
 
 SPECS: dict[str, ModelSpec] = {s.alias: s for s in _SPECS}
