@@ -58,3 +58,26 @@ def test_k_equal_to_n_is_the_baseline_and_rand_costs_what_vtw_costs():
 def test_k_out_of_range_is_refused(k):
     with pytest.raises(UsageError, match="K must be in 1..8"):
         prefill_tflops("vtw", s=700, n_vis=600, hidden_size=256, num_layers=8, k=k)
+
+
+@pytest.mark.parametrize("name,h,n_layers,s,n_vis,k,paper_base,paper_vtw", TABLE2)
+def test_calibrate_reports_the_same_ratio_as_bench(name, h, n_layers, s, n_vis, k, paper_base, paper_vtw):
+    """calibrate's FLOPs ratio (the profile's flops_ratio) is the paper's VTW/baseline column ratio."""
+    from vtwcli.calibrate.api import vtw_flops_ratio
+
+    assert vtw_flops_ratio(k, n_layers, s, n_vis, h) == pytest.approx(paper_vtw / paper_base, rel=0.01), name
+
+
+def test_one_formula_for_the_whole_project(monkeypatch):
+    """A change to the formula in vtwcli.bench.flops reaches calibrate's ratio and sweep cost."""
+    from vtwcli.bench import flops
+    from vtwcli.calibrate import api
+
+    def doubled_text(s, h):  # a deliberately different layer cost: 3 for a full layer, 1 for a short one
+        return 1.0 if s < 700 else 3.0
+
+    before = api.vtw_flops_ratio(4, 8, 700, 600, 256)
+    monkeypatch.setattr(flops, "layer_flops", doubled_text)
+    assert api.vtw_flops_ratio(4, 8, 700, 600, 256) == pytest.approx((4 * 3 + 4 * 1) / (8 * 3)) != before
+    fast, slow = api.sweep_cost_formula([2, 8], 8, 700, 100, 256)
+    assert fast == pytest.approx((8 * 3 + 6 * 1) / (8 * 3))

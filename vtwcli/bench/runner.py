@@ -1,11 +1,20 @@
 """The comparison runner behind ``vtw bench`` and ``vtwcli.bench.bench``.
 
-Reads top to bottom: check every option, load the model and the samples, warm up (not
-counted), then for each sample run every method once, round-robin (the starting method
-rotates so no method always runs first), and summarize. Each method's prefill, decode and
-end-to-end time comes from one ordinary greedy ``generate()`` call with identical settings;
-only the engine attached around it differs. Out of memory in one method ends that method's
-row (with the reason) and the others go on.
+:func:`bench` is four stages, each a function that can be called (and tested) alone:
+
+1. :func:`plan` checks every option and reads the profile; nothing heavy is loaded.
+2. :func:`load` loads the model, resolves K, builds one :class:`MethodSpec` per table row and
+   the samples with their generation settings (:class:`Setup`).
+3. :func:`measure` warms up (not counted), then for each group of samples runs every row once,
+   round-robin (the starting row rotates so no method always runs first). Each timed run is one
+   ordinary greedy ``generate()`` call with identical settings; only the engine attached around
+   it differs, and nothing but the device synchronization of the step clock runs inside the
+   timed region. Device memory is measured afterwards in a separate, untimed pass.
+   Out of memory in one row ends that row (with the reason) and the others go on.
+4. :func:`summarize` turns the per-sample outcomes into table rows and a :class:`BenchResult`.
+
+Under a data-parallel launcher stages 2-3 run on every rank over its share of the samples and
+rank 0 summarizes the union.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from vtwcli.bench.flops import prefill_tflops
 from vtwcli.bench.kvcache import cache_bytes, layer_seq_lengths
 from vtwcli.bench.memory import MemoryMeter, SampleMemory
 from vtwcli.bench.result import BenchResult, MethodRow
-from vtwcli.bench.timing import Stat, StepClock
+from vtwcli.bench.timing import Stat, StepClock, model_devices
 from vtwcli.errors import KOutOfRangeError, UsageError
 
 METHODS = ("baseline", "fastv", "vtw", "rand")
@@ -33,8 +42,8 @@ DEFAULT_METHODS = ("baseline", "fastv", "vtw")
 DEFAULT_LIMIT = 40  # task samples when --limit is not given (the testbed's task runs in about a minute)
 DEFAULT_SYNTHETIC_SAMPLES = 8
 DEFAULT_SYNTHETIC_NEW_TOKENS = 32
-# LLaVA-1.5's prompts on MME average 641.4 tokens with 576 vision tokens (../shared/docs/flops.md):
-# about 65 text tokens, which is what synthetic prompts aim for (the chat template adds a few).
+# LLaVA-1.5's prompts on MME average 641.4 tokens with 576 vision tokens (the paper's FLOPs
+# setting): about 65 text tokens, which is what synthetic prompts aim for (the chat template adds a few).
 SYNTHETIC_PROMPT_WORDS = 60
 SYNTHETIC_IMAGE_SIZE = (640, 480)  # width, height: a typical COCO photo (sets LLaVA-NeXT's anyres count)
 
@@ -43,14 +52,29 @@ ProgressFn = Callable[[int, int, str], None]
 
 @dataclass
 class MethodSpec:
-    """One row: which engine method runs, with which K and ratio."""
+    """One table row: which engine method runs, with which K and ratio.
+
+    ``label`` names the row (default: the method's name); rows are keyed by it everywhere, so
+    two rows of the same method (VTW at two K values) can sit side by side.
+    """
 
     name: str
     k: int | None = None
     ratio: float | None = None
     seed: int = 0
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @property
+    def prunes(self) -> bool:
+        """Whether this row must remove tokens from layers >= K (checked on every sample)."""
+        return self.name != "baseline"
 
     def engine(self, model):
+        """A context manager attaching this row's engine; yields its handle (None for the baseline)."""
         if self.name == "baseline":
             return contextlib.nullcontext()
         from vtwcli.engine import withdraw
@@ -72,7 +96,7 @@ class Sample:
 
 @dataclass
 class RunOutcome:
-    """One method on one sample."""
+    """One row's method on one sample."""
 
     reply: str
     token_ids: list[int]
@@ -83,10 +107,49 @@ class RunOutcome:
     total_s: float
     kv_bytes: int
     kv_layer_tokens: list[int]
-    memory: SampleMemory
+    memory: SampleMemory = field(default_factory=SampleMemory)
+    kept_tokens: int | None = None  # tokens layers >= K saw (the engine's count); None for the baseline
+    n_layers: int | None = None
 
 
-# ---------------------------------------------------------------- validation
+# ---------------------------------------------------------------- stage 1: plan
+
+
+@dataclass
+class BenchPlan:
+    """Every option of one bench run, checked; the profile read. Nothing is loaded yet."""
+
+    model: Any
+    methods: tuple[str, ...]
+    data: str | None = None
+    data_path: str | None = None
+    split: str | None = None
+    k: int | None = None
+    profile: Any = None  # path as given (or the default profiles/<model>.yaml)
+    prof: Any = None  # the loaded vtwcli.profiles.Profile
+    task: str | None = None
+    fastv_k: int = 2
+    fastv_ratio: float = 0.5
+    limit: int | None = None
+    random_init: bool = False
+    max_new_tokens: int | None = None
+    warmup: int = 1
+    dtype: str = "auto"
+    device: str = "auto"
+    attn: str = "sdpa"
+    log_samples: bool = False
+    seed: int = 0
+    image_size: tuple[int, int] = SYNTHETIC_IMAGE_SIZE
+    prompt_words: int = SYNTHETIC_PROMPT_WORDS
+    device_map: str | None = None
+
+    @property
+    def needs_k(self) -> bool:
+        return any(m in ("vtw", "rand") for m in self.methods)
+
+    @property
+    def task_name(self) -> str | None:
+        return None if self.random_init else (self.data or "shapes")
 
 
 def parse_methods(methods: str | Sequence[str]) -> tuple[str, ...]:
@@ -120,6 +183,400 @@ def _check_k(name: str, k: int, n: int, model_name: str) -> None:
             f"{name}={k!r} is outside 1..{n}: {model_name} has {n} decoder layers and K counts the layers "
             f"that still see the vision tokens (K={n} withdraws nothing); pick a K in 1..{n}"
         )
+
+
+def plan(
+    model: Any = "testbed",
+    *,
+    methods: str | Sequence[str] = DEFAULT_METHODS,
+    k: int | None = None,
+    profile: Any = None,
+    fastv_k: int = 2,
+    fastv_ratio: float = 0.5,
+    limit: int | None = None,
+    random_init: bool = False,
+    max_new_tokens: int | None = None,
+    warmup: int = 1,
+    prompt_words: int = SYNTHETIC_PROMPT_WORDS,
+    data: str | None = None,
+    data_path: str | None = None,
+    **rest: Any,
+) -> BenchPlan:
+    """Stage 1: check every option a user can get wrong, before anything heavy is loaded."""
+    chosen = parse_methods(methods)
+    _check_positive("--limit", limit)
+    _check_positive("--max-new-tokens", max_new_tokens)
+    _check_positive("--warmup", warmup, allow_zero=True)
+    _check_positive("--prompt-words", prompt_words)
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise KOutOfRangeError(f"--k must be a positive integer (a layer count), got {k!r}")
+    if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
+        raise KOutOfRangeError(f"--fastv-k must be a positive integer, got {fastv_k!r}")
+    if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
+        raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
+    if random_init and (data is not None or data_path is not None):
+        raise UsageError(
+            "--random-init measures speed and memory on synthetic inputs (random weights cannot "
+            "answer questions); drop --data/--data-path, or drop --random-init to use real weights"
+        )
+    prof = None
+    if profile is None and k is None and not random_init:
+        from vtwcli.profiles import default_profile_path
+
+        profile = default_profile_path(model)  # where `vtw calibrate` wrote this model's K
+    if profile is not None:
+        from vtwcli.profiles import load_profile
+
+        prof = load_profile(profile)
+    return BenchPlan(
+        model=model, methods=chosen, k=k, profile=profile, prof=prof, fastv_k=fastv_k,
+        fastv_ratio=float(fastv_ratio), limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
+        warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path, **rest,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- stage 2: load
+
+
+@dataclass
+class Setup:
+    """A loaded model with the rows to run, the samples and the generation settings."""
+
+    loaded: Any
+    specs: list[MethodSpec]
+    samples: list[Sample]
+    task: Any  # a vtwcli.data Task, None for synthetic inputs
+    gen: dict[str, Any]
+    task_info: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+    k: int | None = None  # VTW's K after the profile / default was applied
+    entry_task: str | None = None  # the profile's task entry K came from
+
+    @property
+    def name(self) -> str:
+        return self.loaded.alias or self.loaded.model_id
+
+    def inputs(self, i: int):
+        """Sample ``i``'s model inputs, its images or video decoded now (not up front)."""
+        s = self.samples[i]
+        images, videos = s.images, s.videos
+        if s.record is not None and self.task is not None:
+            images, videos = list(self.task.images(s.record)), list(_videos(self.task, s.record))
+        return self.loaded.prepare(s.prompt, images=images or None, videos=videos or None)
+
+
+def load(p: BenchPlan, *, device: str | None = None) -> Setup:
+    """Stage 2: load the model (``device`` overrides the plan's: a data-parallel rank's own)."""
+    loaded = _load(
+        p.model, dtype=p.dtype, device=device or p.device, attn=p.attn, random_init=p.random_init,
+        device_map=p.device_map,
+    )  # fmt: skip
+    specs, k, entry_task, notices = resolve_specs(p, int(loaded.num_layers), loaded.alias or loaded.model_id)
+    samples, the_task, gen, task_info, more = load_samples(p, loaded)
+    return Setup(
+        loaded=loaded, specs=specs, samples=samples, task=the_task, gen=gen, task_info=task_info,
+        notices=notices + more, k=k, entry_task=entry_task,
+    )  # fmt: skip
+
+
+def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSpec], int | None, str | None, list[str]]:
+    """The rows to run: K from ``--k``, else the profile, else half the layers (with a notice)."""
+    notices: list[str] = []
+    k, entry_task = p.k, None
+    k_profile = None
+    if p.prof is not None:
+        p.prof.check_model_layers(n_layers)
+        if p.task is not None:  # asked for by name: a missing entry is an error
+            entry_task, _ = p.prof.entry(p.task)
+        elif p.task_name in p.prof.tasks:
+            entry_task = p.task_name
+        else:
+            entry_task, _ = p.prof.entry(None)
+        k_profile = p.prof.k_for(entry_task)
+    if k is None and p.needs_k:
+        if k_profile is not None:
+            k = k_profile
+            notices.append(f"K={k} from profile {p.profile} (task {entry_task})")
+        else:
+            k = max(1, n_layers // 2)
+            notices.append(
+                f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
+                f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
+            )
+    if p.needs_k:
+        _check_k("--k", k, n_layers, name)
+    if "fastv" in p.methods:
+        _check_k("--fastv-k", p.fastv_k, n_layers, name)
+    specs = []
+    for m in p.methods:
+        if m == "baseline":
+            specs.append(MethodSpec("baseline"))
+        elif m == "fastv":
+            specs.append(MethodSpec("fastv", k=p.fastv_k, ratio=p.fastv_ratio, seed=p.seed))
+        else:
+            specs.append(MethodSpec(m, k=k, seed=p.seed))
+    if "fastv" in p.methods:
+        notices.append(
+            f"FastV ran with K={p.fastv_k}, R={p.fastv_ratio:g}; the paper's Table 2 FastV TFLOPs match "
+            "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
+        )
+    return specs, (k if p.needs_k else None), entry_task, notices
+
+
+def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any], dict[str, Any], list[str]]:
+    """The samples (synthetic with ``random_init``, else the task's), generate() kwargs, task info."""
+    notices: list[str] = []
+    if p.random_init:
+        the_task = None
+        n = p.limit if p.limit is not None else DEFAULT_SYNTHETIC_SAMPLES
+        samples = _synthetic_samples(loaded, n, seed=p.seed, image_size=p.image_size, words=p.prompt_words)
+        new_tokens = p.max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
+        gen: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+        task_info: dict[str, Any] = {
+            "name": "synthetic",
+            "source": {"dataset_id": "synthetic", "image_size": list(p.image_size), "prompt_words": p.prompt_words},
+            "samples": len(samples),
+            "has_answers": False,
+        }
+        notices.append(
+            "random weights: speed and memory only; every reply is forced to max_new_tokens tokens "
+            "and accuracy is n/a (agreement compares generated tokens)"
+        )
+    else:
+        from vtwcli.data import get_task
+
+        name = p.task_name
+        the_task = get_task(name, path=p.data_path, split=p.split, limit=p.limit or DEFAULT_LIMIT, seed=p.seed)
+        if len(the_task) == 0:
+            raise UsageError(f"task {name!r} gave no samples to benchmark; check --data-path/--split")
+        # Images and videos are decoded per sample when it runs (MME, AI2D are gigabytes).
+        samples = [Sample(str(r.id), the_task.prompt(r), r) for r in the_task.records]
+        gen = dict(the_task.generation.generate_kwargs())
+        if p.max_new_tokens is not None:
+            gen["max_new_tokens"] = p.max_new_tokens
+        task_info = {
+            "name": getattr(the_task, "name", name) or name,
+            "source": the_task.source.to_dict(),
+            "samples": len(samples),
+            "has_answers": any(r.answer is not None for r in the_task.records),
+        }
+    tok = loaded.tokenizer
+    if getattr(tok, "pad_token_id", None) is not None:
+        gen["pad_token_id"] = tok.pad_token_id
+    gen["do_sample"], gen["num_beams"] = False, 1
+    return samples, the_task, gen, task_info, notices
+
+
+# ---------------------------------------------------------------- stage 3: measure
+
+
+@dataclass
+class Measured:
+    """What one process measured: per row key, one outcome per sample (None where not run)."""
+
+    outcomes: dict[str, list[RunOutcome | None]]
+    errors: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+
+def measure(
+    setup: Setup,
+    indices: Sequence[int],
+    *,
+    meter: Any,
+    warmup: int = 1,
+    progress: ProgressFn | None = None,
+    where: str = "",
+) -> Measured:
+    """Stage 3: warm up, then time every row on each sample of ``indices``, then measure memory.
+
+    Rows run round-robin per sample, the first row rotating with the sample index. ``meter`` is
+    a :class:`MemoryMeter` (or anything with its interface); it is only ever called in the
+    memory pass, after every timed run, so no allocator call or NVML poll can land in a timed
+    region. A row that runs out of memory stops there; the others go on.
+    """
+    import torch
+
+    specs, samples = setup.specs, setup.samples
+    groups = [[i] for i in indices]  # one sample per generate() call
+    total_runs = len(indices) * len(specs)
+    cached: dict[int, Any] = {}
+
+    def inputs_for(i: int):
+        if i not in cached:
+            cached.clear()  # one sample's tensors at a time on the device
+            cached[i] = setup.inputs(i)
+        return cached[i]
+
+    for w in range(warmup if groups else 0):
+        for spec in specs:
+            if progress:
+                progress(0, total_runs, f"warm-up {spec.key}")
+            with contextlib.suppress(torch.OutOfMemoryError):
+                _run_one(setup.loaded, spec, inputs_for(groups[w % len(groups)][0]), setup.gen)
+
+    outcomes: dict[str, list[RunOutcome | None]] = {s.key: [None] * len(samples) for s in specs}
+    errors: dict[str, str] = {}
+    notices: list[str] = []
+    done = 0
+    for group in groups:
+        i = group[0]
+        inputs = inputs_for(i)
+        order = specs[i % len(specs):] + specs[: i % len(specs)]
+        for spec in order:
+            if spec.key in errors:
+                done += 1
+                continue
+            if progress:
+                progress(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.key}")
+            try:
+                outcome = _run_one(setup.loaded, spec, inputs, setup.gen)
+            except torch.OutOfMemoryError as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
+                errors[spec.key] = f"out of memory on sample {i + 1}: {first[:200]}"
+                notices.append(f"{spec.key}: {errors[spec.key]}{where}; its row covers the samples before")
+                _free(meter)
+            else:
+                problem = not_pruned(spec, outcome, i)
+                if problem is None:
+                    outcomes[spec.key][i] = outcome
+                else:  # it ran as the baseline: its timings would be the baseline's
+                    errors[spec.key] = problem
+                    notices.append(f"{spec.key}: {problem}{where}; its row covers the samples before")
+            done += 1
+    if progress:
+        progress(total_runs, total_runs, "done")
+
+    if getattr(meter, "cuda", False):
+        memory_pass(setup, groups, outcomes, meter, inputs_for, progress=progress)
+    cached.clear()
+    return Measured(outcomes=outcomes, errors=errors, notices=notices)
+
+
+def memory_pass(setup: Setup, groups, outcomes, meter, inputs_for, *, progress: ProgressFn | None = None) -> None:
+    """Each row's device memory on each sample it ran, in runs that are not timed.
+
+    The model's resident bytes are read first (after the timed runs: every lazily created
+    buffer exists by then); each run then starts from an emptied cache and a reset peak.
+    """
+    import torch
+
+    _free(meter)
+    meter.record_model()
+    total = sum(1 for g in groups for s in setup.specs if outcomes[s.key][g[0]] is not None)
+    done = 0
+    for group in groups:
+        i = group[0]
+        for spec in setup.specs:
+            outcome = outcomes[spec.key][i]
+            if outcome is None:
+                continue
+            if progress:
+                progress(done, total, f"memory {i + 1}/{len(setup.samples)} {spec.key}")
+            meter.begin()
+            try:
+                _generate(setup.loaded, spec, inputs_for(i), setup.gen)
+            except torch.OutOfMemoryError:
+                meter.abort()
+                continue
+            outcome.memory = meter.end()
+            done += 1
+
+
+def not_pruned(spec: MethodSpec, outcome: RunOutcome, index: int) -> str | None:
+    """Why a row that must remove tokens did not on this sample (None when it did).
+
+    The engine's own count is the witness: layers >= K must have seen fewer tokens than the
+    prompt holds. K = N removes nothing by definition and is not a failure.
+    """
+    if not spec.prunes or spec.k is None or spec.k >= int(outcome.n_layers or 0):
+        return None
+    if spec.name == "fastv" and not spec.ratio:
+        return None  # R = 0 prunes nothing by request
+    if outcome.kept_tokens is None:
+        return f"did not withdraw on sample {index + 1}: the engine saw no prefill with vision tokens"
+    if outcome.kept_tokens >= outcome.prompt_tokens:
+        return (
+            f"did not withdraw on sample {index + 1}: layers >= K={spec.k} saw all {outcome.prompt_tokens} "
+            "prompt tokens, so this row ran as the baseline"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- stage 4: summarize
+
+
+def summarize(
+    p: BenchPlan,
+    setup: Setup,
+    measured: Measured,
+    *,
+    ran_on: list[int | None],
+    shares: list[dict[str, Any]],
+    world_size: int = 1,
+) -> BenchResult:
+    """Stage 4: rows, the prompt shape, settings and environment -> :class:`BenchResult`."""
+    loaded, specs, samples = setup.loaded, setup.specs, setup.samples
+    rows, prompt_info = _summarize(loaded, specs, samples, measured.outcomes, measured.errors, setup.task)
+    for row, spec in zip(rows, specs, strict=True):
+        row.per_rank = _per_rank(measured.outcomes[spec.key], ran_on, shares)
+    meter_info = shares[0].get("meter", {}) if shares else {}
+    env = environment(loaded, meter_info)
+    env["world_size"] = world_size
+    env["ranks"] = [
+        {"rank": r, "device": share["device"], "device_name": share["device_name"],
+         "samples": sum(1 for x in ran_on if x == r)}
+        for r, share in enumerate(shares)
+    ]  # fmt: skip
+    settings = {
+        "methods": list(p.methods),
+        "k": setup.k,
+        "fastv_k": p.fastv_k if "fastv" in p.methods else None,
+        "fastv_ratio": p.fastv_ratio if "fastv" in p.methods else None,
+        "profile": str(p.profile) if p.profile else None,
+        "profile_task": setup.entry_task,
+        "max_new_tokens": setup.gen["max_new_tokens"],
+        "min_new_tokens": setup.gen.get("min_new_tokens"),
+        "greedy": True,
+        "num_beams": 1,
+        "batch_size": 1,
+        "warmup_rounds": p.warmup,
+        "order": "round-robin per sample, starting method rotates",
+        "memory": "separate untimed pass per sample and method" if env.get("cuda") else None,
+        "dtype": loaded.dtype,
+        "attn": loaded.attn,
+        "device": str(loaded.device),
+        "limit": p.limit,
+        "seed": p.seed,
+        "world_size": world_size,
+        "device_map": p.device_map if isinstance(p.device_map, (str, type(None))) else "custom",
+    }
+    hf = loaded.model
+    model_info = {
+        "alias": loaded.alias,
+        "id": loaded.model_id,
+        "architecture": hf.config.model_type,
+        "num_layers": int(loaded.num_layers),
+        "hidden_size": _hidden_size(loaded),
+        "random_init": bool(getattr(loaded, "random_init", p.random_init)),
+        "revision": getattr(loaded, "revision", None),
+    }
+    log = None
+    if p.log_samples:
+        log = _sample_log(specs, samples, measured.outcomes, setup.task)
+        for entry, rank in zip(log, ran_on, strict=True):
+            entry["rank"] = rank
+    return BenchResult(
+        model=model_info,
+        task=setup.task_info,
+        settings=settings,
+        environment=env,
+        prompt=prompt_info,
+        rows=rows,
+        notices=list(setup.notices) + list(measured.notices),
+        samples=log,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 # ---------------------------------------------------------------- the library API
@@ -165,36 +622,13 @@ def bench(
     (every sample scored once; latencies pooled, and per rank in ``MethodRow.per_rank``);
     the other ranks return None. ``device_map="auto"`` spreads one model over the devices.
     """
-    # ---- every cheap check before anything heavy is loaded
-    chosen = parse_methods(methods)
-    _check_positive("--limit", limit)
-    _check_positive("--max-new-tokens", max_new_tokens)
-    _check_positive("--warmup", warmup, allow_zero=True)
-    _check_positive("--prompt-words", prompt_words)
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise KOutOfRangeError(f"--k must be a positive integer (a layer count), got {k!r}")
-    if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
-        raise KOutOfRangeError(f"--fastv-k must be a positive integer, got {fastv_k!r}")
-    if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
-        raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
-    if random_init and (data is not None or data_path is not None):
-        raise UsageError(
-            "--random-init measures speed and memory on synthetic inputs (random weights cannot "
-            "answer questions); drop --data/--data-path, or drop --random-init to use real weights"
-        )
+    p = plan(
+        model, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k, fastv_ratio=fastv_ratio,
+        limit=limit, random_init=random_init, max_new_tokens=max_new_tokens, warmup=warmup, dtype=dtype,
+        device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
+        seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
+    )  # fmt: skip
 
-    prof = None
-    if profile is None and k is None and not random_init:
-        from vtwcli.profiles import default_profile_path
-
-        profile = default_profile_path(model)  # where `vtw calibrate` wrote this model's K
-    if profile is not None:
-        from vtwcli.profiles import load_profile
-
-        prof = load_profile(profile)
-
-    # ---- every rank: model, samples, its share of the measured runs (all inside run_sharded, so a
-    # rank that fails still reaches the gather and the run ends with one message, not a hang)
     from vtwcli.distributed import context, run_sharded
 
     ctx = dist if dist is not None else context()
@@ -206,270 +640,61 @@ def bench(
     state: dict[str, Any] = {}
 
     def work() -> dict[str, Any]:
-        nonlocal k  # filled from the profile or the default below
-        # ---- model
-        import torch
-
-        loaded = _load(
-            model, dtype=dtype, device=ctx.device(device) if ctx.enabled else device, attn=attn,
-            random_init=random_init, device_map=device_map,
-        )
-        hf = loaded.model
-        n_layers = int(loaded.num_layers)
-        name = loaded.alias or loaded.model_id
-        notices: list[str] = []
-
-        task_name = None if random_init else (data or "shapes")
-        k_profile, entry_task = None, None
-        if prof is not None:
-            prof.check_model_layers(n_layers)
-            if task is not None:  # asked for by name: a missing entry is an error
-                entry_task, _ = prof.entry(task)
-            elif task_name in prof.tasks:
-                entry_task = task_name
-            else:
-                entry_task, _ = prof.entry(None)
-            k_profile = prof.k_for(entry_task)
-        needs_k = any(m in ("vtw", "rand") for m in chosen)
-        if k is None and needs_k:
-            if k_profile is not None:
-                k = k_profile
-                notices.append(f"K={k} from profile {profile} (task {entry_task})")
-            else:
-                k = max(1, n_layers // 2)
-                notices.append(
-                    f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
-                    f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
-                )
-        if needs_k:
-            _check_k("--k", k, n_layers, name)
-        if "fastv" in chosen:
-            _check_k("--fastv-k", fastv_k, n_layers, name)
-
-        specs = []
-        for m in chosen:
-            if m == "baseline":
-                specs.append(MethodSpec("baseline"))
-            elif m == "fastv":
-                specs.append(MethodSpec("fastv", k=fastv_k, ratio=float(fastv_ratio), seed=seed))
-            else:
-                specs.append(MethodSpec(m, k=k, seed=seed))
-
-        # ---- samples
-        if random_init:
-            the_task = None
-            n = limit if limit is not None else DEFAULT_SYNTHETIC_SAMPLES
-            samples = _synthetic_samples(loaded, n, seed=seed, image_size=image_size, words=prompt_words)
-            new_tokens = max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
-            gen = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
-            task_info: dict[str, Any] = {
-                "name": "synthetic",
-                "source": {"dataset_id": "synthetic", "image_size": list(image_size), "prompt_words": prompt_words},
-                "samples": len(samples),
-                "has_answers": False,
-            }
-            notices.append(
-                "random weights: speed and memory only; every reply is forced to max_new_tokens tokens "
-                "and accuracy is n/a (agreement compares generated tokens)"
-            )
-        else:
-            from vtwcli.data import get_task
-
-            the_task = get_task(task_name, path=data_path, split=split, limit=limit or DEFAULT_LIMIT, seed=seed)
-            if len(the_task) == 0:
-                raise UsageError(f"task {task_name!r} gave no samples to benchmark; check --data-path/--split")
-            # Images and videos are decoded per sample when it runs (MME, AI2D are gigabytes).
-            samples = [Sample(str(r.id), the_task.prompt(r), r) for r in the_task.records]
-            gen = dict(the_task.generation.generate_kwargs())
-            if max_new_tokens is not None:
-                gen["max_new_tokens"] = max_new_tokens
-            gen["do_sample"], gen["num_beams"] = False, 1
-            has_answers = any(r.answer is not None for r in the_task.records)
-            task_info = {
-                "name": getattr(the_task, "name", task_name) or task_name,
-                "source": the_task.source.to_dict(),
-                "samples": len(samples),
-                "has_answers": has_answers,
-            }
-        tok = loaded.tokenizer
-        if getattr(tok, "pad_token_id", None) is not None:
-            gen["pad_token_id"] = tok.pad_token_id
-        gen["do_sample"], gen["num_beams"] = False, 1
-
-        meter = MemoryMeter(loaded.device)
+        # every rank: model, samples, its share of the measured runs (all inside run_sharded, so a
+        # rank that fails still reaches the gather and the run ends with one message, not a hang)
+        setup = load(p, device=ctx.device(p.device) if ctx.enabled else None)
+        meter = MemoryMeter(setup.loaded.device, devices=model_devices(setup.loaded.model))
         if not meter.cuda:
-            notices.append("no CUDA device: the memory columns are n/a (KV-cache bytes are still measured)")
+            setup.notices.append("no CUDA device: the memory columns are n/a (KV-cache bytes are still measured)")
         elif not meter.nvml_available:
-            notices.append("NVML unavailable (pip install nvidia-ml-py): NVML columns are n/a")
-        if "fastv" in chosen:
-            notices.append(
-                f"FastV ran with K={fastv_k}, R={float(fastv_ratio):g}; the paper's Table 2 FastV TFLOPs match "
-                "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
-            )
-
-        # ---- warm-up (uncounted), then the model's resident memory
-        mine = ctx.shard_indices(len(samples))  # this rank's samples; all of them in one process
-        total_runs = len(mine) * len(specs)
-        prepared_cache: dict[int, Any] = {}
-        tell = progress if ctx.is_main else None
-
-        def inputs_for(i: int):
-            if i not in prepared_cache:
-                prepared_cache.clear()  # one sample's tensors at a time on the device
-                s = samples[i]
-                images, videos = s.images, s.videos
-                if s.record is not None and the_task is not None:
-                    images, videos = list(the_task.images(s.record)), list(_videos(the_task, s.record))
-                prepared_cache[i] = loaded.prepare(s.prompt, images=images or None, videos=videos or None)
-            return prepared_cache[i]
-
-        for w in range(warmup if mine else 0):
-            for spec in specs:
-                if tell:
-                    tell(0, total_runs, f"warm-up {spec.name}")
-                with contextlib.suppress(torch.OutOfMemoryError):
-                    _run_one(loaded, spec, inputs_for(mine[w % len(mine)]), gen, SampleMemoryNoop())
-        _free(meter)
-        meter.record_model()
-
-        # ---- measured rounds
-        outcomes: dict[str, list[RunOutcome | None]] = {s.name: [None] * len(samples) for s in specs}
-        errors: dict[str, str] = {}
-        rank_notices: list[str] = []
-        done = 0
-        for i in mine:
-            inputs = inputs_for(i)
-            order = specs[i % len(specs):] + specs[: i % len(specs)]
-            for spec in order:
-                if spec.name in errors:
-                    done += 1
-                    continue
-                if tell:
-                    tell(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.name}")
-                try:
-                    outcomes[spec.name][i] = _run_one(loaded, spec, inputs, gen, meter)
-                except torch.OutOfMemoryError as err:
-                    meter.abort()
-                    first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
-                    errors[spec.name] = f"out of memory on sample {i + 1}: {first[:200]}"
-                    where = f" on rank {ctx.rank}" if ctx.enabled else ""
-                    rank_notices.append(f"{spec.name}: {errors[spec.name]}{where}; its row covers the samples before")
-                    _free(meter)
-                done += 1
-        if tell:
-            tell(total_runs, total_runs, "done")
-        prepared_cache.clear()
-        state.update(
-            loaded=loaded, hf=hf, n_layers=n_layers, notices=notices, k=k, entry_task=entry_task, needs_k=needs_k,
-            specs=specs, samples=samples, the_task=the_task, gen=gen, task_info=task_info, meter=meter,
-        )
+            setup.notices.append(f"NVML unavailable ({meter.nvml_reason}): NVML columns are n/a")
+        mine = ctx.shard_indices(len(setup.samples))  # this rank's samples; all of them in one process
+        measured = measure(
+            setup, mine, meter=meter, warmup=p.warmup, progress=progress if ctx.is_main else None,
+            where=f" on rank {ctx.rank}" if ctx.enabled else "",
+        )  # fmt: skip
+        state["setup"] = setup
         return {
-            "outcomes": {name: [(i, outs[i]) for i in mine] for name, outs in outcomes.items()},
-            "errors": errors,
-            "notices": rank_notices,
-            "device": str(loaded.device),
-            "device_name": environment(loaded, meter)["device_name"],
+            "outcomes": {key: [(i, outs[i]) for i in mine] for key, outs in measured.outcomes.items()},
+            "errors": measured.errors,
+            "notices": measured.notices,
+            "device": str(setup.loaded.device),
+            "device_name": device_name(setup.loaded, meter.cuda),
+            "meter": meter.info(),
         }
-
 
     shares = run_sharded(ctx, work)
     if shares is None:
         return None  # not rank 0: rank 0 reports
-    loaded, hf, n_layers, notices = state["loaded"], state["hf"], state["n_layers"], state["notices"]
-    k, entry_task, needs_k, specs = state["k"], state["entry_task"], state["needs_k"], state["specs"]
-    samples, the_task, gen, task_info, meter = (
-        state["samples"], state["the_task"], state["gen"], state["task_info"], state["meter"]
-    )
-    outcomes: dict[str, list[RunOutcome | None]] = {s.name: [None] * len(samples) for s in specs}
+    setup = state["setup"]
+    measured, ran_on = gather(setup, shares, enabled=ctx.enabled)
+    return summarize(p, setup, measured, ran_on=ran_on, shares=shares, world_size=ctx.world_size)
+
+
+def gather(setup: Setup, shares: list[dict[str, Any]], *, enabled: bool) -> tuple[Measured, list[int | None]]:
+    """Every rank's outcomes in one :class:`Measured`, and which rank ran each sample."""
+    samples = setup.samples
+    outcomes: dict[str, list[RunOutcome | None]] = {s.key: [None] * len(samples) for s in setup.specs}
     ran_on: list[int | None] = [None] * len(samples)
     errors: dict[str, str] = {}
+    notices: list[str] = []
     for rank, share in enumerate(shares):
-        for name, pairs in share["outcomes"].items():
+        for key, pairs in share["outcomes"].items():
             for i, outcome in pairs:
                 if ran_on[i] not in (None, rank):
                     raise RuntimeError(f"sample {i} ran on ranks {ran_on[i]} and {rank}; the shards overlap")
                 ran_on[i] = rank
-                outcomes[name][i] = outcome
-        for name, msg in share["errors"].items():
-            errors.setdefault(name, f"rank {rank}: {msg}" if ctx.enabled else msg)
+                outcomes[key][i] = outcome
+        for key, msg in share["errors"].items():
+            errors.setdefault(key, f"rank {rank}: {msg}" if enabled else msg)
         notices.extend(share["notices"])
     missing = [samples[i].id for i, r in enumerate(ran_on) if r is None]
     if missing:
         raise RuntimeError(f"no rank ran samples {missing[:5]}; the shards do not cover the task")
-
-    # ---- summary
-    rows, prompt_info = _summarize(loaded, specs, samples, outcomes, errors, the_task)
-    for row in rows:
-        row.per_rank = _per_rank(outcomes[row.method], ran_on, shares)
-    env = environment(loaded, meter)
-    env["world_size"] = ctx.world_size
-    env["ranks"] = [
-        {"rank": r, "device": share["device"], "device_name": share["device_name"],
-         "samples": sum(1 for x in ran_on if x == r)}
-        for r, share in enumerate(shares)
-    ]  # fmt: skip
-    settings = {
-        "methods": list(chosen),
-        "k": k if needs_k else None,
-        "fastv_k": fastv_k if "fastv" in chosen else None,
-        "fastv_ratio": float(fastv_ratio) if "fastv" in chosen else None,
-        "profile": str(profile) if profile else None,
-        "profile_task": entry_task,
-        "max_new_tokens": gen["max_new_tokens"],
-        "min_new_tokens": gen.get("min_new_tokens"),
-        "greedy": True,
-        "num_beams": 1,
-        "batch_size": 1,
-        "warmup_rounds": warmup,
-        "order": "round-robin per sample, starting method rotates",
-        "dtype": loaded.dtype,
-        "attn": loaded.attn,
-        "device": str(loaded.device),
-        "limit": limit,
-        "seed": seed,
-        "world_size": ctx.world_size,
-        "device_map": device_map if isinstance(device_map, (str, type(None))) else "custom",
-    }
-    model_info = {
-        "alias": loaded.alias,
-        "id": loaded.model_id,
-        "architecture": hf.config.model_type,
-        "num_layers": n_layers,
-        "hidden_size": _hidden_size(loaded),
-        "random_init": bool(getattr(loaded, "random_init", random_init)),
-        "revision": getattr(loaded, "revision", None),
-    }
-    log = _sample_log(specs, samples, outcomes, the_task) if log_samples else None
-    if log is not None:
-        for entry, rank in zip(log, ran_on, strict=True):
-            entry["rank"] = rank
-    return BenchResult(
-        model=model_info,
-        task=task_info,
-        settings=settings,
-        environment=env,
-        prompt=prompt_info,
-        rows=rows,
-        notices=notices,
-        samples=log,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    )
+    return Measured(outcomes=outcomes, errors=errors, notices=notices), ran_on
 
 
 # ---------------------------------------------------------------- pieces
-
-
-class SampleMemoryNoop:
-    """A meter that measures nothing (warm-up)."""
-
-    def begin(self) -> None:
-        pass
-
-    def end(self) -> SampleMemory:
-        return SampleMemory()
-
-    def abort(self) -> None:
-        pass
 
 
 def _load(model: Any, *, dtype: str, device: str, attn: str, random_init: bool, device_map: str | None = None):
@@ -501,12 +726,10 @@ def _videos(task, record) -> list[Any]:
     return fn(record) if fn is not None else []
 
 
-def _free(meter: MemoryMeter) -> None:
+def _free(meter: Any) -> None:
     gc.collect()
-    if meter.cuda:
-        import torch
-
-        torch.cuda.empty_cache()
+    if getattr(meter, "cuda", False):
+        meter.empty_cache()
 
 
 def _synthetic_samples(loaded, n: int, *, seed: int, image_size: tuple[int, int], words: int) -> list[Sample]:
@@ -534,19 +757,31 @@ def _synthetic_samples(loaded, n: int, *, seed: int, image_size: tuple[int, int]
     return out
 
 
-def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], meter) -> RunOutcome:
+def _generate(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], processors=()):
+    """One generate() call with ``spec``'s engine attached: (output, engine handle)."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    with spec.engine(loaded.model) as handle, torch.inference_mode():
+        out = loaded.model.generate(
+            **inputs, **gen, logits_processor=LogitsProcessorList(list(processors)), return_dict_in_generate=True,
+        )
+    return out, handle
+
+
+def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepClock | None = None) -> RunOutcome:
+    """One timed generate() call. Inside the timed region: the call and the clock's syncs only."""
     import torch
     from transformers import LogitsProcessorList
 
     model = loaded.model
-    clock = StepClock(loaded.device)
+    clock = clock if clock is not None else StepClock(model_devices(model) or [loaded.device])
     ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
     prompt_tokens = int(mask.sum()) if mask is not None else int(ids.numel())
     placeholder = _placeholders(loaded)
     vision_tokens = int(sum(int((ids == p).sum()) for p in placeholder))
-    meter.begin()
-    with spec.engine(model), torch.inference_mode():
+    with spec.engine(model) as handle, torch.inference_mode():
         clock.begin()
         out = model.generate(
             **inputs,
@@ -555,7 +790,8 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], meter) -> Ru
             return_dict_in_generate=True,
         )
         clock.finish()
-    memory = meter.end()
+    stats = getattr(handle, "last_prefill", None)
+    kept = int(sum(stats.kept)) if stats is not None else None
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = getattr(out, "past_key_values", None)
@@ -574,7 +810,8 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], meter) -> Ru
         total_s=clock.total_s,
         kv_bytes=kv,
         kv_layer_tokens=kv_layers,
-        memory=memory,
+        kept_tokens=kept,
+        n_layers=int(loaded.num_layers),
     )
 
 
@@ -601,22 +838,23 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
     hidden = _hidden_size(loaded)
     # The formula is evaluated at the average prompt length and vision count over the samples,
     # as the paper does; baseline outcomes are preferred (every method sees the same prompt).
-    firsts = [next((outcomes[s.name][i] for s in specs if outcomes[s.name][i] is not None), None)
+    firsts = [next((outcomes[s.key][i] for s in specs if outcomes[s.key][i] is not None), None)
               for i in range(len(samples))]  # fmt: skip
     seen = [o for o in firsts if o is not None]
     avg_s = statistics.fmean(o.prompt_tokens for o in seen) if seen else 0.0
     avg_vis = statistics.fmean(o.vision_tokens for o in seen) if seen else 0.0
     prompt_info = {"avg_prompt_tokens": avg_s, "avg_vision_tokens": avg_vis, "samples_measured": len(seen)}
 
+    base_spec = next((s for s in specs if s.name == "baseline"), None)
     base_tflops = prefill_tflops("baseline", s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers) if avg_s else None
-    base_answers = _answers(task, samples, outcomes["baseline"]) if "baseline" in outcomes else None
+    base_answers = _answers(task, samples, outcomes[base_spec.key]) if base_spec is not None else None
     has_answers = task is not None and any(getattr(s.record, "answer", None) is not None for s in samples)
 
     rows: list[MethodRow] = []
     for spec in specs:
-        outs = outcomes[spec.name]
+        outs = outcomes[spec.key]
         ok = [o for o in outs if o is not None]
-        row = MethodRow(method=spec.name, k=spec.k, ratio=spec.ratio, samples=len(ok), error=errors.get(spec.name))
+        row = MethodRow(method=spec.key, k=spec.k, ratio=spec.ratio, samples=len(ok), error=errors.get(spec.key))
         if avg_s:
             row.tflops = prefill_tflops(
                 spec.name, s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers,
@@ -634,10 +872,12 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
             peaks = [o.memory.peak_bytes for o in ok if o.memory.peak_bytes is not None]
             if peaks:
                 row.peak_mem_bytes = max(peaks)
-                row.per_sample_mem_bytes = statistics.median(o.memory.per_sample_bytes for o in ok)
+                row.per_sample_mem_bytes = statistics.median(
+                    o.memory.per_sample_bytes for o in ok if o.memory.per_sample_bytes is not None
+                )
             nv = [o.memory.nvml_per_sample_bytes for o in ok if o.memory.nvml_per_sample_bytes is not None]
             if nv:
-                row.nvml_peak_bytes = max(o.memory.nvml_peak_bytes for o in ok)
+                row.nvml_peak_bytes = max(o.memory.nvml_peak_bytes for o in ok if o.memory.nvml_peak_bytes is not None)
                 row.nvml_per_sample_bytes = statistics.median(nv)
             if has_answers:
                 idx = [i for i, o in enumerate(outs) if o is not None]
@@ -653,7 +893,7 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
                 row.agreement = sum(a == b for a, b in pairs) / len(pairs) if pairs else None
         rows.append(row)
 
-    base = next((r for r in rows if r.method == "baseline"), None)
+    base = next((r for r, s in zip(rows, specs, strict=True) if s is base_spec), None)
     if base is not None:
         for r in rows:
             r.prefill_ratio = _ratio(_med(r.prefill_ms), _med(base.prefill_ms))
@@ -666,7 +906,7 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
 
 
 def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: list[dict]) -> list[dict[str, Any]]:
-    """One method's latencies on each rank's own samples (the row's columns pool every rank)."""
+    """One row's latencies on each rank's own samples (the row's columns pool every rank)."""
     out = []
     for rank, share in enumerate(shares):
         ok = [o for o, r in zip(outs, ran_on, strict=True) if r == rank and o is not None]
@@ -697,16 +937,17 @@ def _sample_log(specs, samples, outcomes, task) -> list[dict[str, Any]]:
             "methods": {},
         }
         for spec in specs:
-            o = outcomes[spec.name][i]
+            o = outcomes[spec.key][i]
             if o is None:
-                entry["methods"][spec.name] = None
+                entry["methods"][spec.key] = None
                 continue
             entry["prompt_tokens"] = o.prompt_tokens
             entry["vision_tokens"] = o.vision_tokens
-            entry["methods"][spec.name] = {
+            entry["methods"][spec.key] = {
                 "reply": o.reply,
                 "parsed": task.parse(s.record, o.reply) if task is not None else None,
                 "new_tokens": len(o.token_ids),
+                "kept_tokens": o.kept_tokens,
                 "prefill_ms": None if o.prefill_s is None else o.prefill_s * 1e3,
                 "decode_ms_per_token": None if o.decode_s_per_token is None else o.decode_s_per_token * 1e3,
                 "e2e_ms": o.total_s * 1e3,
@@ -743,31 +984,40 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(loaded, meter: MemoryMeter) -> dict[str, Any]:
+def device_name(loaded, cuda: bool) -> str:
     import torch
 
-    dev = torch.device(loaded.device)
-    if meter.cuda:
+    if cuda:
+        dev = torch.device(loaded.device)
         index = dev.index if dev.index is not None else torch.cuda.current_device()
-        name = torch.cuda.get_device_name(index)
-    else:
-        name = f"CPU: {_cpu_name()}"
+        return torch.cuda.get_device_name(index)
+    return f"CPU: {_cpu_name()}"
+
+
+def environment(loaded, meter_info: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    cuda = bool(meter_info.get("cuda"))
     return {
-        "device_name": name,
+        "device_name": device_name(loaded, cuda),
         "device": str(loaded.device),
-        "cuda": meter.cuda,
+        "devices": meter_info.get("devices") or [str(loaded.device)],
+        "cuda": cuda,
         "cuda_version": torch.version.cuda,
-        "nvml": meter.nvml_available,
+        "nvml": bool(meter_info.get("nvml")),
+        "nvml_devices": meter_info.get("nvml_devices"),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "versions": _versions(),
         "memory_note": (
-            "peak = torch.cuda.max_memory_allocated during the sample; per-sample = peak minus the "
+            "measured in a separate untimed run per sample and method, summed over every device the model "
+            "spans: peak = torch.cuda.max_memory_allocated during the run; per-sample = peak minus the "
             "allocated bytes of the loaded, warmed-up model; NVML = whole-device used memory, polled every 2 ms"
         ),
         "kv_note": "bytes held by the returned KV cache at the end of generation (prompt + generated tokens)",
         "timing_note": (
-            "prefill = generate() start to the first logits (device synchronized); decode = mean time per "
-            "later step; e2e = the whole generate() call; inputs prepared beforehand, warm-up not counted"
+            "prefill = generate() start to the first logits (every device the model spans synchronized); "
+            "decode = mean time per later step; e2e = the whole generate() call; inputs prepared beforehand, "
+            "warm-up not counted, no allocator or NVML call inside the timed region"
         ),
     }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vtwcli.bench import flops as _flops
 from vtwcli.calibrate.kl import CurvePoint, check_direction, choose_k, summarize
 from vtwcli.errors import DatasetError, KOutOfRangeError, UsageError
 
@@ -22,17 +23,12 @@ PAPER_K_MIN = 5
 
 
 # --------------------------------------------------------------------------------------
-# the paper's FLOPs convention (shared/docs/flops.md): 2s²h + 12sh² multiply-adds per layer
+# the paper's FLOPs convention: one formula for the whole project, in vtwcli.bench.flops
 # --------------------------------------------------------------------------------------
-def layer_flops(s: float, h: int) -> float:
-    return 2.0 * (2.0 * s * s * h + 12.0 * s * h * h)
-
-
 def vtw_flops_ratio(k: int, n_layers: int, s: float, n_vis: float, h: int) -> float:
     """Formula FLOPs of withdrawal at K over the baseline's (1.0 at K = N)."""
-    base = n_layers * layer_flops(s, h)
-    vtw = k * layer_flops(s, h) + (n_layers - k) * layer_flops(s - n_vis, h)
-    return vtw / base
+    shape = {"s": s, "n_vis": n_vis, "hidden_size": h, "num_layers": n_layers}
+    return _flops.prefill_flops("vtw", k=k, **shape) / _flops.prefill_flops("baseline", **shape)
 
 
 def sweep_cost_formula(
@@ -44,9 +40,10 @@ def sweep_cost_formula(
     slow (the paper's loop): one full forward + one withdrawn forward per candidate, K = N
     included as the paper's loop includes it.
     """
-    full = n_layers * layer_flops(s, h)
-    tail = sum((n_layers - k) * layer_flops(t, h) for k in k_values if k < n_layers)
-    slow = sum(k * layer_flops(s, h) + (n_layers - k) * layer_flops(t, h) for k in k_values)
+    layer = _flops.layer_flops
+    full = n_layers * layer(s, h)
+    tail = sum((n_layers - k) * layer(t, h) for k in k_values if k < n_layers)
+    slow = sum(k * layer(s, h) + (n_layers - k) * layer(t, h) for k in k_values)
     return (full + tail) / full, (full + slow) / full
 
 

@@ -16,11 +16,11 @@ the withdrawal engine attached. Tests require both to give the same curve.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vtwcli.bench.timing import Clock, model_devices
 from vtwcli.calibrate.kl import withdrawal_kl
 
 _CACHE_KWARGS = ("cache", "past_key_values")
@@ -177,15 +177,22 @@ def _continue_greedy(model, inputs: Mapping[str, Any], tokens: int, stats: Sweep
 
     if tokens <= 1:
         return dict(inputs)
-    t0 = time.perf_counter()
+    clock = sweep_clock(model)
+    t0 = clock.now()
     with torch.inference_mode():
         seq = model.generate(
             **inputs, max_new_tokens=tokens - 1, min_new_tokens=tokens - 1, do_sample=False, num_beams=1
         )
     if stats is not None:
-        stats.generate_seconds += time.perf_counter() - t0
+        stats.generate_seconds += clock.now() - t0
     length = inputs["input_ids"].shape[1]
     return extend_inputs(inputs, seq[:, length : length + tokens - 1])
+
+
+def sweep_clock(model) -> Clock:
+    """The sweep's timer: every device the model spans is synchronized before each reading,
+    so queued CUDA kernels count in the stage that launched them."""
+    return Clock(model_devices(model))
 
 
 def _layer_call(layer, hidden, kwargs):
@@ -248,7 +255,8 @@ def fast_sweep(
     call_kwargs: dict[str, Any] = {"use_cache": False}
     if _accepts(model.forward, "logits_to_keep"):
         call_kwargs["logits_to_keep"] = tokens
-    t0 = time.perf_counter()
+    clock = sweep_clock(model)
+    t0 = clock.now()
     try:
         with torch.inference_mode():
             out = model(**inputs, **call_kwargs)
@@ -256,7 +264,7 @@ def fast_sweep(
         for h in handles:
             h.remove()
     full_logits = out.logits[:, -tokens:]
-    t1 = time.perf_counter()
+    t1 = clock.now()
 
     result: dict[int, list[float]] = {}
     if run_ks:
@@ -287,7 +295,7 @@ def fast_sweep(
                 logits = parts.lm_head(last[c * bsz : (c + 1) * bsz]).to(full_logits.device)
                 kl = withdrawal_kl(logits, full_logits, direction).mean(dim=-1)
                 result[k] = [float(v) for v in kl]
-    t2 = time.perf_counter()
+    t2 = clock.now()
     for k in ks:
         if k >= n_layers:
             result[k] = [0.0] * bsz
@@ -327,10 +335,11 @@ def slow_sweep(
     ks = sorted(set(int(k) for k in k_values))
     inputs = _continue_greedy(model, inputs, tokens, stats)
     call_kwargs: dict[str, Any] = {"use_cache": False}
-    t0 = time.perf_counter()
+    clock = sweep_clock(model)
+    t0 = clock.now()
     with torch.inference_mode():
         full_logits = model(**inputs, **call_kwargs).logits[:, -tokens:]
-    t1 = time.perf_counter()
+    t1 = clock.now()
     result: dict[int, list[float]] = {}
     with torch.inference_mode():
         for k in ks:
@@ -338,7 +347,7 @@ def slow_sweep(
                 logits = model(**inputs, **call_kwargs).logits[:, -tokens:]
             kl = withdrawal_kl(logits, full_logits, direction).mean(dim=-1)
             result[k] = [float(v) for v in kl]
-    t2 = time.perf_counter()
+    t2 = clock.now()
     if stats is not None:
         stats.full_seconds += t1 - t0
         stats.tail_seconds += t2 - t1
