@@ -34,11 +34,13 @@ def keep_fastv(valid: torch.Tensor, vision: torch.Tensor, scores: torch.Tensor, 
 def keep_rand(valid: torch.Tensor, vision: torch.Tensor, seed: int) -> torch.Tensor:
     """The paper's ablation: drop as many randomly chosen prompt tokens as the row has vision
     tokens (any real token but the last may be chosen). Seeded, drawn on the CPU so the
-    choice does not depend on the device."""
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    choice does not depend on the device. Each row draws from its own generator seeded with
+    ``seed``, over its real tokens counted from its first, so a prompt drops the same tokens
+    alone, in any batch and under any left padding."""
     keep = valid.clone()
     n_vision = (vision & valid).sum(1).tolist()
     for b, n in enumerate(n_vision):
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
         candidates = valid[b, :-1].nonzero(as_tuple=True)[0].cpu()
         n = min(n, candidates.numel())
         if n > 0:
