@@ -34,6 +34,20 @@ def test_random_init_run_has_the_shapes_vision_count_and_formula(shaped):
     vtw = res.row("vtw")
     assert vtw.tflops * 1e12 == pytest.approx(2 * layer(s) + 2 * layer(s - 576))
     assert vtw.tflops_ratio == pytest.approx((layer(s) + layer(s - 576)) / (2 * layer(s)))
+    # the architecture-exact column by hand: q, k, v, o (h x h, 2 heads of 32) and the gated MLP of
+    # int(64 * 11008 / 4096) = 172 per token, and Q K^T + P V over the causal pairs; the vision block
+    # starts after the chat template's first tokens, which does not change causal pair counts of a block
+    n, inter = round(s), int(64 * 11008 / 4096)
+    per_token = 2 * (4 * h * h + 3 * h * inter)
+
+    def exact(m):
+        return m * per_token + 2 * 2 * (32 + 32) * m * (m + 1) / 2
+
+    assert res.row("baseline").tflops_exact * 1e12 == pytest.approx(4 * exact(n))
+    assert vtw.tflops_exact * 1e12 == pytest.approx(2 * exact(n) + 2 * exact(n - 576))
+    assert vtw.tflops_exact_ratio == pytest.approx((exact(n) + exact(n - 576)) / (2 * exact(n)))
+    assert 0 < res.row("fastv").tflops_exact < res.row("baseline").tflops_exact
+    assert res.prompt["exact_flops_vision_start"] > 0
     assert res.row("baseline").new_tokens_mean == 3 == vtw.new_tokens_mean  # forced length
     assert res.task["has_answers"] is False and vtw.accuracy is None
 

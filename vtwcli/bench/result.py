@@ -27,7 +27,7 @@ KIND = "vtw-bench"
 
 # Every column a row carries; the JSON has each of them (None where not measured).
 ROW_FIELDS = (
-    "method", "k", "ratio", "tflops", "tflops_ratio",
+    "method", "k", "ratio", "tflops", "tflops_ratio", "tflops_exact", "tflops_exact_ratio",
     "prefill_ms", "prefill_ratio", "decode_ms_per_token", "decode_ratio", "e2e_ms", "e2e_ratio",
     "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
     "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
@@ -43,6 +43,9 @@ class MethodRow:
     ratio: float | None = None
     tflops: float | None = None
     tflops_ratio: float | None = None
+    # architecture-exact count (real heads, windows, MLP, active experts; attended pairs), next to the paper's
+    tflops_exact: float | None = None
+    tflops_exact_ratio: float | None = None
     prefill_ms: dict[str, Any] | None = None  # median, p25, p75, min, max, n
     prefill_ratio: float | None = None  # of the medians
     decode_ms_per_token: dict[str, Any] | None = None
@@ -142,7 +145,7 @@ class BenchResult:
         cuda = bool(self.environment.get("cuda"))
         nvml = bool(self.environment.get("nvml"))
         headers = [
-            "method", "K", "TFLOPs", "x", "prefill ms", "x", "decode ms/tok", "e2e ms",
+            "method", "K", "TFLOPs", "x", "exact TFLOPs", "x", "prefill ms", "x", "decode ms/tok", "e2e ms",
             "KV MiB", "x", "peak MiB", "per-sample MiB", "x", "NVML per-sample MiB",
             "accuracy", "agree",
         ]  # fmt: skip
@@ -154,6 +157,8 @@ class BenchResult:
                 k,
                 _num(r.tflops, 4),
                 _ratio(r.tflops_ratio),
+                _num(r.tflops_exact, 4),
+                _ratio(r.tflops_exact_ratio),
                 _spread(r.prefill_ms),
                 _ratio(r.prefill_ratio),
                 _spread(r.decode_ms_per_token),

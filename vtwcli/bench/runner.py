@@ -110,6 +110,7 @@ class RunOutcome:
     memory: SampleMemory = field(default_factory=SampleMemory)
     kept_tokens: int | None = None  # tokens layers >= K saw (the engine's count); None for the baseline
     n_layers: int | None = None
+    vision_start: int | None = None  # position of the first vision token in the (unpadded) prompt
 
 
 # ---------------------------------------------------------------- stage 1: plan
@@ -573,7 +574,7 @@ def summarize(
         environment=env,
         prompt=prompt_info,
         rows=rows,
-        notices=list(setup.notices) + list(measured.notices),
+        notices=list(setup.notices) + list(measured.notices) + _exact_notice(prompt_info),
         samples=log,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -781,6 +782,7 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepC
     prompt_tokens = int(mask.sum()) if mask is not None else int(ids.numel())
     placeholder = _placeholders(loaded)
     vision_tokens = int(sum(int((ids == p).sum()) for p in placeholder))
+    vision_start = _vision_start(ids, mask, placeholder)
     with spec.engine(model) as handle, torch.inference_mode():
         clock.begin()
         out = model.generate(
@@ -812,7 +814,45 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepC
         kv_layer_tokens=kv_layers,
         kept_tokens=kept,
         n_layers=int(loaded.num_layers),
+        vision_start=vision_start,
     )
+
+
+def _vision_start(ids, mask, placeholder) -> int | None:
+    """Where the first vision token sits among the prompt's real (unpadded) tokens of row 0."""
+    row = ids[0] if mask is None else ids[0][mask[0].bool()]
+    hits = [int(i) for p in placeholder for i in (row == p).nonzero().flatten()[:1]]
+    return min(hits) if hits else None
+
+
+def _exact_notice(prompt_info: dict[str, Any]) -> list[str]:
+    error = prompt_info.get("exact_flops_error")
+    return [f"exact TFLOPs not available: {error}"] if error else []
+
+
+class _ExactFlops:
+    """The architecture-exact count (vtwcli.bench.exact_flops) at the samples' average prompt; None
+    for a decoder it cannot build (the paper's column is still there)."""
+
+    def __init__(self, config, s: float, n_vis: float, vis_start: float):
+        self.config, self.s, self.n_vis = config, s, n_vis
+        self.vis_start = max(0, min(int(round(vis_start)), int(round(s)) - int(round(n_vis))))
+        self.failed: str | None = None
+
+    def tflops(self, method: str, k: int | None, ratio: float | None) -> float | None:
+        from vtwcli.bench.exact_flops import exact_prefill_tflops
+        from vtwcli.errors import VTWError
+
+        if self.failed is not None:
+            return None
+        try:
+            return exact_prefill_tflops(
+                self.config, method, s=self.s, n_vis=self.n_vis, k=k, vis_start=self.vis_start,
+                ratio=ratio if ratio is not None else 0.5,
+            )
+        except VTWError as err:
+            self.failed = str(err)
+            return None
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -847,6 +887,12 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
 
     base_spec = next((s for s in specs if s.name == "baseline"), None)
     base_tflops = prefill_tflops("baseline", s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers) if avg_s else None
+    starts = [o.vision_start for o in seen if o.vision_start is not None]
+    avg_start = statistics.fmean(starts) if starts else 0.0
+    exact = _ExactFlops(loaded.model.config, avg_s, avg_vis, avg_start) if avg_s else None
+    base_exact = exact.tflops("baseline", None, None) if exact else None
+    prompt_info["exact_flops_vision_start"] = exact.vis_start if exact else None
+    prompt_info["exact_flops_attention"] = "attended"  # causal/window pairs only (see vtwcli.bench.exact_flops)
     base_answers = _answers(task, samples, outcomes[base_spec.key]) if base_spec is not None else None
     has_answers = task is not None and any(getattr(s.record, "answer", None) is not None for s in samples)
 
@@ -861,6 +907,10 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
                 k=spec.k, ratio=spec.ratio if spec.ratio is not None else 0.5,
             )
             row.tflops_ratio = _ratio(row.tflops, base_tflops)
+            row.tflops_exact = exact.tflops(spec.name, spec.k, spec.ratio) if exact else None
+            row.tflops_exact_ratio = _ratio(row.tflops_exact, base_exact)
+            if exact and exact.failed:
+                prompt_info["exact_flops_error"] = exact.failed
         if ok:
             row.prefill_ms = Stat([o.prefill_s for o in ok if o.prefill_s is not None]).summary(1e3)
             row.decode_ms_per_token = Stat(
