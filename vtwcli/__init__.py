@@ -28,6 +28,7 @@ _LAZY = {
     "load_profile": "vtwcli.profiles",
     "calibrate": "vtwcli.calibrate",
     "bench": "vtwcli.bench",
+    "inspect": "vtwcli.inspect",
 }
 
 __all__ = ["__version__", *_LAZY]

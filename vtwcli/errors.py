@@ -52,3 +52,7 @@ class InputFileError(VTWError):
 
 class OutputPathError(VTWError):
     """An output path cannot be written."""
+
+
+class MissingExtraError(VTWError):
+    """An optional dependency (an extra such as ``plot``) is needed for what was asked and is not installed."""

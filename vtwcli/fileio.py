@@ -61,3 +61,28 @@ def check_writable(path: str | os.PathLike | None, what: str) -> Path | None:
             f"cannot write {what} to {p}: directory {parent} is not writable ({err.strerror or err})"
         ) from err
     return p
+
+
+def write_atomic_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`write_atomic` for binary content (pictures)."""
+    p = Path(path).expanduser()
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    except OSError as err:
+        raise OutputPathError(f"cannot write {p}: {err.strerror or err}") from err
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(err, OSError):
+            raise OutputPathError(f"cannot write {p}: {err.strerror or err}; the old file is unchanged") from err
+        raise
+    return p

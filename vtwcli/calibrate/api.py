@@ -79,6 +79,9 @@ class CalibrationResult:
     profile_path: str | None = None
     warnings: list[str] = field(default_factory=list)
     world_size: int = 1  # data-parallel ranks that shared the samples
+    # every threshold asked for, in the order given, with the K it picks from this same sweep
+    # (the paper's Table 5); the first one is ``eta`` / ``k``
+    thresholds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def min_kl(self) -> tuple[int, float] | None:
@@ -113,6 +116,7 @@ class CalibrationResult:
             "profile_path": self.profile_path,
             "warnings": self.warnings,
             "world_size": self.world_size,
+            "thresholds": self.thresholds,
             "calibration": self.calibration,
         }
 
@@ -120,6 +124,22 @@ class CalibrationResult:
 # --------------------------------------------------------------------------------------
 # checks on the options (before anything heavy loads)
 # --------------------------------------------------------------------------------------
+def _check_etas(eta: Any) -> list[float]:
+    """One threshold or several ("0.001,0.003,0.01" or a sequence); the first picks the saved K."""
+    if isinstance(eta, str) and "," in eta:
+        items: list[Any] = [part.strip() for part in eta.split(",")]
+    elif isinstance(eta, (list, tuple)):
+        items = list(eta)
+    else:
+        items = [eta]
+    if not items:
+        raise UsageError("--eta must be a positive number such as 0.003, or a list such as 0.001,0.003,0.01")
+    values = [_check_eta(item) for item in items]
+    if len(set(values)) != len(values):
+        raise UsageError(f"--eta lists a threshold twice: {eta!r}")
+    return values
+
+
 def _check_eta(eta: Any) -> float:
     try:
         value = float(eta)
@@ -266,6 +286,8 @@ def calibrate(
     layers). ``direction`` is ``"withdrawn||full"`` (the paper's) or ``"full||withdrawn"``;
     ``tokens`` > 1 averages the KL over the first tokens of the full model's greedy answer.
     ``method="slow"`` runs the paper's loop (one forward per K) instead of the one-pass sweep.
+    ``eta`` may also be a list (or "0.001,0.003,0.01"): every threshold's K is read from the one
+    sweep into ``result.thresholds`` (no extra forwards) and the first one picks the saved K.
     Writes the profile (``out``, default ``profiles/<name>.yaml``, the shipped profile of a registered alias) unless ``write=False``;
     ``progress(done, total)`` is called after each batch.
 
@@ -279,7 +301,8 @@ def calibrate(
 
     from vtwcli.calibrate import sweep as sw
 
-    eta = _check_eta(eta)
+    etas = _check_etas(eta)
+    eta = etas[0]
     samples = _check_positive("--samples", samples)
     tokens = _check_positive("--tokens", tokens)
     batch_size = _check_positive("--batch-size", batch_size)
@@ -374,6 +397,11 @@ def calibrate(
     mean_t = _mean(stats.text_lengths)
     mean_v = _mean(stats.vision_counts)
     ratio = vtw_flops_ratio(k, n_layers, mean_s, mean_v, h)
+    thresholds = []
+    for e in etas:
+        k_e, reached_e = choose_k({kk: p.mean for kk, p in curve.items()}, e, n_layers)
+        thresholds.append({"eta": e, "k": k_e, "reached": reached_e,
+                           "flops_ratio": vtw_flops_ratio(k_e, n_layers, mean_s, mean_v, h)})  # fmt: skip
     fast_eq, slow_eq = sweep_cost_formula(k_values, n_layers, mean_s, mean_t, h)
     cost = {
         "fast_formula_forwards_per_sample": fast_eq,
@@ -422,6 +450,7 @@ def calibrate(
         hidden_size=h,
         warnings=warnings,
         world_size=ctx.world_size,
+        thresholds=thresholds,
     )
     if write:
         result.profile_path = str(save_result(result, profile_path, loaded))

@@ -1,8 +1,7 @@
 """Showing a calibration: the KL curve as a rich table, a small terminal plot, and a PNG.
 
-The PNG is drawn with Pillow (already a dependency for images) rather than matplotlib: one
-log-scale line chart does not justify a ~40 MB optional extra, and ``--plot`` then works on
-every install.
+The terminal plot needs nothing; the PNG is drawn with matplotlib (the optional ``plot``
+extra, imported only when a picture is asked for), like every other picture vtw draws.
 """
 
 from __future__ import annotations
@@ -43,6 +42,26 @@ def curve_table(result: CalibrationResult):
         if k == result.k:
             row[0] = f"{k} <- K"
         table.add_row(*row, style=style)
+    return table
+
+
+def threshold_table(result: CalibrationResult):
+    """The K each threshold picks from the one sweep (the paper's Table 5), or None for one eta."""
+    from rich.table import Table
+
+    if len(result.thresholds) < 2:
+        return None
+    table = Table(title="K by eta, from the one sweep")
+    table.add_column("eta", justify="right")
+    table.add_column("K", justify="right")
+    table.add_column("mean KL at K", justify="right")
+    table.add_column("FLOPs", justify="right")
+    for row in result.thresholds:
+        k = row["k"]
+        kl = result.curve[k].mean if k in result.curve else 0.0
+        note = "" if row["reached"] else " (none reached)"
+        table.add_row(f"{row['eta']:g}", f"{k}{note}", f"{kl:.3g}", f"{row['flops_ratio']:.0%}",
+                      style="bold" if row["eta"] == result.eta else None)
     return table
 
 
@@ -95,65 +114,42 @@ def ascii_plot(curve: Mapping[int, float], eta: float, chosen_k: int, height: in
     return lines
 
 
-def write_png(result: CalibrationResult, path: str | Path, size: tuple[int, int] = (720, 420)) -> Path:
-    """Draw the mean-KL curve (log scale) with eta and the chosen K marked, as a PNG."""
-    from PIL import Image, ImageDraw, ImageFont
+def write_png(result: CalibrationResult, path: str | Path) -> Path:
+    """Draw the mean-KL curve (log scale, min..max band over the samples) with eta and the
+    chosen K marked, as a PNG (matplotlib, the ``plot`` extra)."""
+    from vtwcli.plotting import pyplot, save
 
-    from vtwcli.errors import OutputPathError
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    draw_kl_curve(ax, result.curve, result.eta, result.k)
+    ax.set_title(f"{result.model_alias or result.model_id} on {result.task}: mean "
+                 f"KL({result.direction.replace('||', ' || ')}) by K, {len(result.sample_ids)} samples",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return save(fig, path)
 
-    p = Path(path)
-    width, height = size
-    left, right, top, bottom = 80, 20, 40, 60
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    ks = list(result.curve)
-    means = [result.curve[k].mean for k in ks]
-    lo = math.floor(math.log10(_floor(means, result.eta)))
-    hi = math.ceil(math.log10(max(means + [result.eta])))
-    if hi <= lo:
-        hi = lo + 1
-    k_lo, k_hi = ks[0], max(ks[-1], ks[0] + 1)
 
-    def xy(k: float, v: float) -> tuple[float, float]:
-        x = left + (k - k_lo) / (k_hi - k_lo) * (width - left - right)
-        y = top + (hi - math.log10(max(v, 10.0**lo))) / (hi - lo) * (height - top - bottom)
-        return x, y
+def draw_kl_curve(ax, curve, eta: float | None, k: int | None) -> None:
+    """The KL curve on ``ax``: mean by K (log scale), the min..max band, eta and K marked.
+    ``curve`` maps K to a CurvePoint or to a dict with mean/min/max (a profile's record)."""
+    def get(p, key):
+        return float(p[key]) if isinstance(p, dict) else float(getattr(p, key))
 
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for d in range(lo, hi + 1):
-        _, y = xy(k_lo, 10.0**d)
-        draw.line([left - 4, y, left, y], fill="black")
-        draw.line([left, y, width - right, y], fill=(230, 230, 230))
-        draw.text((8, y - 6), f"1e{d:+d}", fill="black", font=font)
-    for k in ks:
-        x, _ = xy(k, 1.0)
-        draw.line([x, height - bottom, x, height - bottom + 4], fill="black")
-        draw.text((x - 4, height - bottom + 8), str(k), fill="black", font=font)
-    _, ye = xy(k_lo, result.eta)
-    x = left
-    while x < width - right:  # dashed eta line
-        draw.line([x, ye, min(x + 8, width - right), ye], fill=(200, 30, 30), width=2)
-        x += 14
-    draw.text((width - right - 90, ye - 16), f"eta = {result.eta:g}", fill=(200, 30, 30), font=font)
-    if result.k in result.curve:
-        xk, _ = xy(result.k, 1.0)
-        draw.line([xk, top, xk, height - bottom], fill=(30, 150, 30), width=2)
-        draw.text((xk + 4, top + 4), f"K = {result.k}", fill=(30, 150, 30), font=font)
     # KL 0 (K = N, nothing withdrawn) has no place on a log axis
-    points = [xy(k, m) for k, m in zip(ks, means, strict=True) if m > 0]
-    if len(points) > 1:
-        draw.line(points, fill=(30, 60, 200), width=2)
-    for px, py in points:
-        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(30, 60, 200))
-    title = (f"{result.model_alias or result.model_id} on {result.task}: mean "
-             f"KL({result.direction.replace('||', ' || ')}) by K, {len(result.sample_ids)} samples")
-    draw.text((left, 12), title, fill="black", font=font)
-    draw.text(((width - left) // 2 + left - 60, height - 24), "K (layers that see the vision tokens)",
-              fill="black", font=font)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        img.save(p, format="PNG")
-    except OSError as err:
-        raise OutputPathError(f"cannot write the plot to {p}: {err.strerror or err}") from err
-    return p
+    ks = [int(kk) for kk, p in curve.items() if get(p, "mean") > 0]
+    pts = [curve[kk] if kk in curve else curve[str(kk)] for kk in ks]
+    means = [get(p, "mean") for p in pts]
+    floor = min([v for v in means if v > 0] + ([eta] if eta else [1.0])) / 10.0
+    lows = [max(get(p, "min"), floor) for p in pts]
+    highs = [get(p, "max") for p in pts]
+    ax.fill_between(ks, lows, highs, color="#1f77b4", alpha=0.15, linewidth=0, label="min..max over samples")
+    ax.plot(ks, means, marker="o", color="#1f77b4", label="mean KL")
+    ax.set_yscale("log")
+    if eta:
+        ax.axhline(eta, color="#d62728", linestyle="--", linewidth=1.2, label=f"eta = {eta:g}")
+    if k is not None:
+        ax.axvline(k, color="#2ca02c", linewidth=1.5, label=f"K = {k}")
+    ax.set_xlabel("K (layers that see the vision tokens)")
+    ax.set_ylabel("KL")
+    ax.set_xticks(sorted(int(kk) for kk in curve))
+    ax.legend(fontsize=8)

@@ -92,9 +92,9 @@ def _root(
 
 def _register() -> None:
     # Imported here so each command module stays independent; they import nothing heavy.
-    from vtwcli.cli import bench_cmd, calibrate_cmd, datasets_cmd, models_cmd, run_cmd
+    from vtwcli.cli import bench_cmd, calibrate_cmd, datasets_cmd, inspect_cmd, models_cmd, run_cmd
 
-    for module in (calibrate_cmd, bench_cmd, run_cmd, models_cmd, datasets_cmd):
+    for module in (calibrate_cmd, bench_cmd, run_cmd, inspect_cmd, models_cmd, datasets_cmd):
         module.register(app)
 
 

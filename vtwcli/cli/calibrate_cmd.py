@@ -24,6 +24,8 @@ Examples:
 
   vtw calibrate --data shapes --direction full-withdrawn --tokens 4 --json result.json
 
+  vtw calibrate --eta 0.003,0.001,0.006 --no-save
+
   torchrun --standalone --nproc_per_node 4 -m vtwcli calibrate --model llava-1.5-7b --data mme --samples 200
 
   vtw calibrate --model llava-1.5-13b --device-map auto --data sqa
@@ -39,7 +41,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("shapes", "--data", "-d", help="Task name (see `vtw datasets`)."),
         data_path: str = typer.Option(None, "--data-path", help="Local copy of the dataset (directory or file)."),
         split: str = typer.Option(None, "--split", help="Dataset split (default: the task's own)."),
-        eta: str = typer.Option("0.003", "--eta", help="KL threshold: K is the first layer whose mean KL is below it."),
+        eta: str = typer.Option("0.003", "--eta", help="KL threshold: K is the first layer whose mean KL is below it. A list (0.001,0.003,0.01) reports each one's K from the same sweep; the first is saved."),
         samples: int = typer.Option(20, "--samples", "--limit", "-n", help="How many samples to draw."),
         seed: int = typer.Option(0, "--seed", help="Seed for drawing the samples."),
         k_min: int = typer.Option(None, "--k-min", help="Smallest K tried (default 5; 1 below 20 layers)."),
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(None, "--out", "-o", help="Profile to write or merge into (default profiles/<model>.yaml)."),
         no_save: bool = typer.Option(False, "--no-save", help="Do not write a profile; only print the result."),
-        plot: Path = typer.Option(None, "--plot", help="Also draw the KL curve to this PNG file."),
+        plot: Path = typer.Option(None, "--plot", help="Also draw the KL curve to this PNG file (needs the plot extra)."),
         json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
         dtype: str = dtype_option(),
         device: str = device_option(),
@@ -74,12 +76,14 @@ def _run(
     from transformers.utils import logging as hf_logging
 
     from vtwcli.calibrate import calibrate
-    from vtwcli.calibrate.report import ascii_plot, curve_table, write_png
+    from vtwcli.calibrate.report import ascii_plot, curve_table, threshold_table, write_png
     from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import OutputPathError
+    from vtwcli.plotting import check_plot_path
 
     ctx = context()
+    plot = check_plot_path(plot) if ctx.is_main else plot  # matplotlib and the path, before any work
 
     quiet = json_out == "-"
     console = make_console(stderr=quiet)
@@ -118,6 +122,9 @@ def _run(
         return  # another rank of a data-parallel run: rank 0 reports and writes
 
     console.print(curve_table(result))
+    by_eta = threshold_table(result)
+    if by_eta is not None:
+        console.print(by_eta)
     console.print("\n".join(ascii_plot({k: p.mean for k, p in result.curve.items()}, result.eta, result.k)),
                   markup=False, highlight=False)
     for w in result.warnings:
