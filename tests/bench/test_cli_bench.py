@@ -118,3 +118,29 @@ def test_k_comes_from_profiles_in_the_working_directory(tmp_path):
     data = json.loads(js.read_text())
     assert data["rows"][1]["k"] == 4
     assert any("profiles/testbed.yaml" in n for n in data["notices"])
+
+
+def test_json_and_markdown_hold_the_paired_block(tmp_path):
+    js, md = tmp_path / "out.json", tmp_path / "t.md"
+    res = _invoke(["bench", "--limit", "3", "--max-new-tokens", "3", "--min-new-tokens", "3", "--device", "cpu",
+                   "--k", "3", "--json", str(js), "--markdown", str(md)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(js.read_text())
+    assert set(data["paired"]) == {"fastv/baseline", "vtw/baseline", "vtw/fastv"}
+    for entry in data["paired"].values():
+        for measure in ("prefill", "decode_per_token", "e2e", "e2e_per_token"):
+            got = entry[measure]
+            assert got["n"] == 3 and got["ci95"][0] <= got["median"] <= got["ci95"][1]
+            assert got["verdict"] in ("faster", "slower", "no difference shown")
+    vtw = data["rows"][2]
+    assert vtw["prefill_ratio"] == data["paired"]["vtw/baseline"]["prefill"]["median"]
+    # --min-new-tokens forced every reply of every method to 3 tokens
+    assert all(r["new_tokens_mean"] == 3 for r in data["rows"]) and data["settings"]["min_new_tokens"] == 3
+    text = md.read_text()
+    assert "| vtw/fastv" in text and "95% bootstrap interval" in text
+    assert "paired ratios" in res.output
+
+
+def test_min_new_tokens_above_max_is_refused(tmp_path):
+    res = _invoke([*FAST, "--min-new-tokens", "5"])
+    assert res.exit_code == 2 and "--min-new-tokens 5 is more than --max-new-tokens 2" in res.output

@@ -139,7 +139,12 @@ def test_summarize_from_hand_made_outcomes(setup):
     base, vtw = res.row("baseline"), res.row("vtw")
     assert base.samples == 3 and vtw.samples == 2 and vtw.error == "out of memory on sample 3"
     assert base.prefill_ms["median"] == pytest.approx(120.0) and vtw.prefill_ms["median"] == pytest.approx(55.0)
-    assert vtw.prefill_ratio == pytest.approx(55 / 120)
+    # paired per sample: 0.05/0.10 and 0.06/0.12 -> both 0.5 (the ratio of the medians, 55/120, is not it)
+    assert vtw.prefill_ratio == pytest.approx(0.5) and vtw.prefill_ratio_ci95 == pytest.approx([0.5, 0.5])
+    assert res.paired["vtw/baseline"]["e2e"]["median"] == pytest.approx((0.10 / 0.20 + 0.12 / 0.22) / 2)
+    assert res.paired["vtw/baseline"]["prefill"]["verdict"] == "faster"
+    # end to end per generated token: 4 tokens each -> 200/4 = 50, 220/4 = 55, 500/4 = 125 ms
+    assert base.e2e_ms_per_token["median"] == pytest.approx(55.0)
     assert res.prompt["avg_prompt_tokens"] == 100 and res.prompt["avg_vision_tokens"] == 60
     assert vtw.per_rank[0]["samples"] == 2
 

@@ -9,7 +9,11 @@ JSON schema (``kind: vtw-bench``, ``schema_version: 1``), documented in docs/ben
 - ``environment``: device name, library versions, threads, whether CUDA and NVML were used;
   ``ranks``: each rank's device and sample count
 - ``prompt``: average prompt length and vision-token count the FLOPs formula was evaluated at
-- ``rows``: one per method, every column of the table (see :data:`ROW_FIELDS`)
+- ``rows``: one per method, every column of the table (see :data:`ROW_FIELDS`); the
+  ``*_ratio`` latency columns are medians of paired per-sample ratios to the baseline, with
+  their 95% bootstrap interval in ``*_ratio_ci95``
+- ``paired``: ``{"vtw/baseline": {"prefill": {n, median, ci95, verdict}, "decode_per_token":
+  ..., "e2e": ..., "e2e_per_token": ...}, "fastv/baseline": ..., "vtw/fastv": ...}``
 - ``notices``: what the reader must know (no CUDA, a method that ran out of memory...)
 - ``samples`` (with ``--log-samples``): per sample and method the reply, parsed answer, timings
 """
@@ -28,12 +32,16 @@ KIND = "vtw-bench"
 # Every column a row carries; the JSON has each of them (None where not measured).
 ROW_FIELDS = (
     "method", "k", "ratio", "tflops", "tflops_ratio", "tflops_exact", "tflops_exact_ratio",
-    "prefill_ms", "prefill_ratio", "decode_ms_per_token", "decode_ratio", "e2e_ms", "e2e_ratio",
-    "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
+    "prefill_ms", "prefill_ratio", "prefill_ratio_ci95", "decode_ms_per_token", "decode_ratio",
+    "decode_ratio_ci95", "e2e_ms", "e2e_ratio", "e2e_ratio_ci95", "e2e_ms_per_token", "e2e_per_token_ratio",
+    "e2e_per_token_ratio_ci95", "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
     "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
     "nvml_peak_bytes", "nvml_per_sample_bytes", "nvml_per_sample_ratio",
     "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank",
 )  # fmt: skip
+
+
+_SPREADS = ("prefill_ms", "decode_ms_per_token", "e2e_ms", "e2e_ms_per_token")
 
 
 @dataclass
@@ -47,11 +55,17 @@ class MethodRow:
     tflops_exact: float | None = None
     tflops_exact_ratio: float | None = None
     prefill_ms: dict[str, Any] | None = None  # median, p25, p75, min, max, n
-    prefill_ratio: float | None = None  # of the medians
+    prefill_ratio: float | None = None  # median of the per-sample ratios to the baseline
+    prefill_ratio_ci95: list[float] | None = None  # its 95% bootstrap interval
     decode_ms_per_token: dict[str, Any] | None = None
     decode_ratio: float | None = None
+    decode_ratio_ci95: list[float] | None = None
     e2e_ms: dict[str, Any] | None = None
     e2e_ratio: float | None = None
+    e2e_ratio_ci95: list[float] | None = None
+    e2e_ms_per_token: dict[str, Any] | None = None  # end to end divided by the tokens generated
+    e2e_per_token_ratio: float | None = None
+    e2e_per_token_ratio_ci95: list[float] | None = None
     new_tokens_mean: float | None = None
     kv_bytes_per_sample: float | None = None  # mean over samples, at the end of generation
     kv_ratio: float | None = None
@@ -81,6 +95,7 @@ class BenchResult:
     prompt: dict[str, Any]
     rows: list[MethodRow]
     notices: list[str] = field(default_factory=list)
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[dict[str, Any]] | None = None
     created: str = ""
 
@@ -101,6 +116,7 @@ class BenchResult:
             "environment": self.environment,
             "prompt": self.prompt,
             "rows": [asdict(r) for r in self.rows],
+            "paired": self.paired,
             "notices": list(self.notices),
         }
         if self.samples is not None:
@@ -118,12 +134,11 @@ class BenchResult:
             d: dict[str, Any] = {}
             for name in ROW_FIELDS:
                 value = getattr(r, name)
-                if isinstance(value, dict) and name != "metrics":
+                if name in _SPREADS:
                     for key in ("median", "p25", "p75", "min", "max"):
-                        d[f"{name}_{key}"] = value.get(key)
-                elif name in ("prefill_ms", "decode_ms_per_token", "e2e_ms"):
-                    for key in ("median", "p25", "p75", "min", "max"):
-                        d[f"{name}_{key}"] = None
+                        d[f"{name}_{key}"] = value.get(key) if value else None
+                elif name.endswith("_ci95"):
+                    d[f"{name}_lo"], d[f"{name}_hi"] = value if value else (None, None)
                 elif name in ("metrics", "per_rank"):
                     d[name] = json.dumps(value) if value else None
                 else:
@@ -140,14 +155,37 @@ class BenchResult:
             writer.writerow(d)
         return buf.getvalue()
 
+    def flops_unit(self) -> tuple[str, float]:
+        """The FLOPs unit that shows the baseline's count as a number of at least 1."""
+        values = [r.tflops for r in self.rows if r.tflops]
+        top = max(values) * 1e12 if values else 1e12
+        for name, scale in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
+            if top >= scale:
+                return name, scale
+        return "kFLOPs", 1e3
+
+    def metric_label(self) -> str:
+        """What the accuracy column reports, e.g. "MME total" or "POPE F1"."""
+        headline = self.task.get("headline")
+        if headline:
+            return str(headline)
+        metric = next((r.metric for r in self.rows if r.metric), None)
+        return f"{self.task.get('name')} {metric}" if metric else "accuracy"
+
     def display_rows(self) -> tuple[list[str], list[list[str]]]:
-        """Header and cells of the human table (shared by rich and markdown)."""
+        """Header and cells of the human table, the same in the terminal and in markdown.
+
+        Columns that are n/a for every row (memory without CUDA, NVML without nvidia-ml-py,
+        accuracy with random weights) are left out; a notice says why, and CSV and JSON keep
+        every column.
+        """
         cuda = bool(self.environment.get("cuda"))
         nvml = bool(self.environment.get("nvml"))
+        unit, scale = self.flops_unit()
         headers = [
-            "method", "K", "TFLOPs", "x", "exact TFLOPs", "x", "prefill ms", "x", "decode ms/tok", "e2e ms",
-            "KV MiB", "x", "peak MiB", "per-sample MiB", "x", "NVML per-sample MiB",
-            "accuracy", "agree",
+            "method", "K", unit, "FLOPs x base", f"exact {unit}", "exact x base", "prefill ms", "prefill x base", "decode ms/tok",
+            "decode x base", "e2e ms", "e2e ms/tok", "e2e/tok x base", "new tok", "KV MiB", "KV x base",
+            "peak MiB", "per-sample MiB", "mem x base", "NVML per-sample MiB", self.metric_label(), "agree",
         ]  # fmt: skip
         body = []
         for r in self.rows:
@@ -155,14 +193,18 @@ class BenchResult:
             body.append([
                 r.method if not r.error else f"{r.method} ({r.error.split(':')[0]})",
                 k,
-                _num(r.tflops, 4),
+                "-" if r.tflops is None else _fixed(r.tflops * 1e12 / scale),
                 _ratio(r.tflops_ratio),
-                _num(r.tflops_exact, 4),
+                "-" if r.tflops_exact is None else _fixed(r.tflops_exact * 1e12 / scale),
                 _ratio(r.tflops_exact_ratio),
                 _spread(r.prefill_ms),
                 _ratio(r.prefill_ratio),
                 _spread(r.decode_ms_per_token),
+                _ratio(r.decode_ratio),
                 _spread(r.e2e_ms),
+                _spread(r.e2e_ms_per_token),
+                _ratio(r.e2e_per_token_ratio),
+                "-" if r.new_tokens_mean is None else f"{r.new_tokens_mean:.1f}",
                 _mib(r.kv_bytes_per_sample),
                 _ratio(r.kv_ratio),
                 _mib(r.peak_mem_bytes) if cuda else "n/a",
@@ -172,6 +214,21 @@ class BenchResult:
                 "-" if r.accuracy is None else f"{r.accuracy:.3f}",
                 "-" if r.agreement is None else f"{r.agreement:.3f}",
             ])  # fmt: skip
+        if not self.task.get("has_answers"):
+            for row in body:
+                row[-2] = "n/a"
+        shown = [i for i in range(len(headers)) if not body or any(row[i] != "n/a" for row in body)]
+        return [headers[i] for i in shown], [[row[i] for i in shown] for row in body]
+
+    def paired_rows(self) -> tuple[list[str], list[list[str]]]:
+        """One line per compared pair: median per-sample ratio [95% interval] and the verdict."""
+        headers = ["pair (A/B)", "n", "prefill", "decode per token", "end to end", "e2e per token"]
+        body = []
+        for pair, entry in self.paired.items():
+            cells = [pair, str(entry.get("prefill", {}).get("n", 0))]
+            for measure in ("prefill", "decode_per_token", "e2e", "e2e_per_token"):
+                cells.append(_interval(entry.get(measure)))
+            body.append(cells)
         return headers, body
 
     def caption(self) -> str:
@@ -182,8 +239,13 @@ class BenchResult:
             f"{self.task.get('samples')} samples, prompt {p.get('avg_prompt_tokens', 0):.1f} tokens of which "
             f"{p.get('avg_vision_tokens', 0):.1f} vision; {e.get('device_name')}, {s.get('dtype')}, "
             f"attn={s.get('attn')}, max_new_tokens={s.get('max_new_tokens')}, greedy; "
-            f"latencies: median ±half-IQR; x = ratio to baseline"
+            f"latencies: median ±half-IQR; x base = median of the per-sample ratios to baseline"
         )
+
+    PAIRED_NOTE = (
+        "paired per-sample ratios A/B: median [95% bootstrap interval]; faster = the whole interval "
+        "below 1, slower = above 1, ~ = the interval contains 1 (no difference shown)"
+    )
 
     def to_markdown(self) -> str:
         from tabulate import tabulate
@@ -191,6 +253,10 @@ class BenchResult:
         headers, body = self.display_rows()
         text = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True)
         lines = [text, "", self.caption()]
+        if self.paired:
+            p_headers, p_body = self.paired_rows()
+            lines += ["", tabulate(p_body, headers=p_headers, tablefmt="pipe", disable_numparse=True), "",
+                      self.PAIRED_NOTE]  # fmt: skip
         lines += [f"- {n}" for n in self.notices]
         return "\n".join(lines) + "\n"
 
@@ -198,21 +264,23 @@ class BenchResult:
         from rich.table import Table
 
         headers, body = self.display_rows()
-        # In the terminal, leave out columns that are n/a everywhere (memory without CUDA: a
-        # notice says why); markdown, CSV and JSON keep every column.
-        shown = [i for i in range(len(headers)) if not body or any(row[i] != "n/a" for row in body)]
         table = Table(title="vtw bench", caption=self.caption(), show_lines=False)
-        for i in shown:
-            table.add_column(headers[i], justify="left" if i == 0 else "right", overflow="fold")
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
         for cells in body:
-            table.add_row(*(cells[i] for i in shown))
+            table.add_row(*cells)
         return table
 
+    def rich_paired_table(self):
+        from rich.table import Table
 
-def _num(v: float | None, digits: int) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.{digits}g}"
+        headers, body = self.paired_rows()
+        table = Table(title="paired ratios", caption=self.PAIRED_NOTE, show_lines=False)
+        for i, h in enumerate(headers):
+            table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        for cells in body:
+            table.add_row(*cells)
+        return table
 
 
 def _ratio(v: float | None) -> str:
@@ -221,6 +289,16 @@ def _ratio(v: float | None) -> str:
 
 def _mib(v: float | None) -> str:
     return "-" if v is None else f"{v / 2**20:.2f}"
+
+
+def _interval(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("median") is None:
+        return "-"
+    ci = entry.get("ci95")
+    if not ci:
+        return f"{entry['median']:.3f}"
+    mark = {"faster": " faster", "slower": " slower"}.get(entry.get("verdict"), " ~")
+    return f"{entry['median']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]{mark}"
 
 
 def _spread(stat: dict[str, Any] | None) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 from vtwcli.bench.flops import prefill_tflops
 from vtwcli.bench.kvcache import cache_bytes, layer_seq_lengths
 from vtwcli.bench.memory import MemoryMeter, SampleMemory
+from vtwcli.bench.paired import paired_block
 from vtwcli.bench.result import BenchResult, MethodRow
 from vtwcli.bench.timing import Stat, StepClock, model_devices
 from vtwcli.errors import KOutOfRangeError, UsageError
@@ -134,6 +135,7 @@ class BenchPlan:
     limit: int | None = None
     random_init: bool = False
     max_new_tokens: int | None = None
+    min_new_tokens: int | None = None
     warmup: int = 1
     dtype: str = "auto"
     device: str = "auto"
@@ -197,6 +199,7 @@ def plan(
     limit: int | None = None,
     random_init: bool = False,
     max_new_tokens: int | None = None,
+    min_new_tokens: int | None = None,
     warmup: int = 1,
     prompt_words: int = SYNTHETIC_PROMPT_WORDS,
     data: str | None = None,
@@ -207,6 +210,12 @@ def plan(
     chosen = parse_methods(methods)
     _check_positive("--limit", limit)
     _check_positive("--max-new-tokens", max_new_tokens)
+    _check_positive("--min-new-tokens", min_new_tokens)
+    if min_new_tokens is not None and max_new_tokens is not None and min_new_tokens > max_new_tokens:
+        raise UsageError(
+            f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}; "
+            "set them equal to force every reply to the same length"
+        )
     _check_positive("--warmup", warmup, allow_zero=True)
     _check_positive("--prompt-words", prompt_words)
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
@@ -232,7 +241,7 @@ def plan(
     return BenchPlan(
         model=model, methods=chosen, k=k, profile=profile, prof=prof, fastv_k=fastv_k,
         fastv_ratio=float(fastv_ratio), limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
-        warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path, **rest,
+        min_new_tokens=min_new_tokens, warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path, **rest,
     )  # fmt: skip
 
 
@@ -332,7 +341,9 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
         n = p.limit if p.limit is not None else DEFAULT_SYNTHETIC_SAMPLES
         samples = _synthetic_samples(loaded, n, seed=p.seed, image_size=p.image_size, words=p.prompt_words)
         new_tokens = p.max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
-        gen: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
+        if p.min_new_tokens is not None and p.min_new_tokens > new_tokens:
+            raise UsageError(f"--min-new-tokens {p.min_new_tokens} is more than max_new_tokens {new_tokens}")
+        gen: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": p.min_new_tokens or new_tokens}
         task_info: dict[str, Any] = {
             "name": "synthetic",
             "source": {"dataset_id": "synthetic", "image_size": list(p.image_size), "prompt_words": p.prompt_words},
@@ -355,6 +366,13 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
         gen = dict(the_task.generation.generate_kwargs())
         if p.max_new_tokens is not None:
             gen["max_new_tokens"] = p.max_new_tokens
+        if p.min_new_tokens is not None:
+            if p.min_new_tokens > gen["max_new_tokens"]:
+                raise UsageError(
+                    f"--min-new-tokens {p.min_new_tokens} is more than the task's max_new_tokens "
+                    f"{gen['max_new_tokens']}; lower it or raise --max-new-tokens"
+                )
+            gen["min_new_tokens"] = p.min_new_tokens
         task_info = {
             "name": getattr(the_task, "name", name) or name,
             "source": the_task.source.to_dict(),
@@ -519,6 +537,8 @@ def summarize(
     """Stage 4: rows, the prompt shape, settings and environment -> :class:`BenchResult`."""
     loaded, specs, samples = setup.loaded, setup.specs, setup.samples
     rows, prompt_info = _summarize(loaded, specs, samples, measured.outcomes, measured.errors, setup.task)
+    paired = paired_block(measured.outcomes, {s.key: s.name for s in specs}, seed=p.seed)
+    apply_paired(rows, specs, paired)
     for row, spec in zip(rows, specs, strict=True):
         row.per_rank = _per_rank(measured.outcomes[spec.key], ran_on, shares)
     meter_info = shares[0].get("meter", {}) if shares else {}
@@ -574,6 +594,7 @@ def summarize(
         environment=env,
         prompt=prompt_info,
         rows=rows,
+        paired=paired,
         notices=list(setup.notices) + list(measured.notices) + _exact_notice(prompt_info),
         samples=log,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -608,6 +629,7 @@ def bench(
     progress: ProgressFn | None = None,
     device_map: str | None = None,
     dist: Any = None,
+    min_new_tokens: int | None = None,
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand``) on the same samples.
 
@@ -625,7 +647,8 @@ def bench(
     """
     p = plan(
         model, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k, fastv_ratio=fastv_ratio,
-        limit=limit, random_init=random_init, max_new_tokens=max_new_tokens, warmup=warmup, dtype=dtype,
+        limit=limit, random_init=random_init, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+        warmup=warmup, dtype=dtype,
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
     )  # fmt: skip
@@ -917,6 +940,7 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
                 [o.decode_s_per_token for o in ok if o.decode_s_per_token is not None]
             ).summary(1e3)
             row.e2e_ms = Stat([o.total_s for o in ok]).summary(1e3)
+            row.e2e_ms_per_token = Stat([o.total_s / len(o.token_ids) for o in ok if o.token_ids]).summary(1e3)
             row.new_tokens_mean = statistics.fmean(len(o.token_ids) for o in ok)
             row.kv_bytes_per_sample = statistics.fmean(o.kv_bytes for o in ok)
             peaks = [o.memory.peak_bytes for o in ok if o.memory.peak_bytes is not None]
@@ -946,13 +970,31 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
     base = next((r for r, s in zip(rows, specs, strict=True) if s is base_spec), None)
     if base is not None:
         for r in rows:
-            r.prefill_ratio = _ratio(_med(r.prefill_ms), _med(base.prefill_ms))
-            r.decode_ratio = _ratio(_med(r.decode_ms_per_token), _med(base.decode_ms_per_token))
-            r.e2e_ratio = _ratio(_med(r.e2e_ms), _med(base.e2e_ms))
             r.kv_ratio = _ratio(r.kv_bytes_per_sample, base.kv_bytes_per_sample)
             r.per_sample_mem_ratio = _ratio(r.per_sample_mem_bytes, base.per_sample_mem_bytes)
             r.nvml_per_sample_ratio = _ratio(r.nvml_per_sample_bytes, base.nvml_per_sample_bytes)
     return rows, prompt_info
+
+
+def apply_paired(rows: list[MethodRow], specs: list[MethodSpec], paired: dict[str, dict[str, Any]]) -> None:
+    """Each row's "x baseline" columns are its paired per-sample ratio medians (with intervals)."""
+    base = next((s.key for s in specs if s.name == "baseline"), None)
+    if base is None:
+        return
+    for row, spec in zip(rows, specs, strict=True):
+        if spec.key == base:
+            entry = {m: {"median": 1.0, "ci95": [1.0, 1.0]} for m in ("prefill", "decode_per_token", "e2e", "e2e_per_token")}
+            if row.samples == 0:
+                continue
+        else:
+            entry = paired.get(f"{spec.key}/{base}")
+            if entry is None:
+                continue
+        row.prefill_ratio, row.prefill_ratio_ci95 = entry["prefill"]["median"], entry["prefill"]["ci95"]
+        row.decode_ratio, row.decode_ratio_ci95 = entry["decode_per_token"]["median"], entry["decode_per_token"]["ci95"]
+        row.e2e_ratio, row.e2e_ratio_ci95 = entry["e2e"]["median"], entry["e2e"]["ci95"]
+        row.e2e_per_token_ratio = entry["e2e_per_token"]["median"]
+        row.e2e_per_token_ratio_ci95 = entry["e2e_per_token"]["ci95"]
 
 
 def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: list[dict]) -> list[dict[str, Any]]:
@@ -971,10 +1013,6 @@ def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: l
             "e2e_ms": Stat([o.total_s for o in ok]).summary(1e3) if ok else None,
         })  # fmt: skip
     return out
-
-
-def _med(stat: dict[str, Any] | None) -> float | None:
-    return None if not stat else stat.get("median")
 
 
 def _sample_log(specs, samples, outcomes, task) -> list[dict[str, Any]]:

@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(
             None, "--max-new-tokens", help="Tokens per reply (default: the task's; 32 with --random-init)."
         ),
+        min_new_tokens: int = typer.Option(
+            None, "--min-new-tokens",
+            help="Force at least this many tokens per reply (equal lengths for speed runs; EOS held back until then).",
+        ),
         warmup: int = typer.Option(1, "--warmup", help="Uncounted warm-up rounds (each method once per round)."),
         seed: int = typer.Option(0, "--seed", help="Seed for sample selection, synthetic prompts and `rand`."),
         json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
@@ -73,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
 def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
-    max_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
+    max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -129,6 +133,7 @@ def _run(
             result = bench(
                 model=model, data=data, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k,
                 fastv_ratio=fastv_ratio, limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
             )
@@ -139,6 +144,8 @@ def _run(
         return  # another rank of a data-parallel run: rank 0 reports and writes
 
     console.print(result.rich_table())
+    if result.paired:
+        console.print(result.rich_paired_table())
     for notice in result.notices:
         console.print(f"note: {notice}", markup=False, highlight=False)
     if ctx.enabled:
