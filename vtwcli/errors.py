@@ -56,3 +56,7 @@ class OutputPathError(VTWError):
 
 class MissingExtraError(VTWError):
     """An optional dependency (an extra such as ``plot``) is needed for what was asked and is not installed."""
+
+
+class JudgeError(VTWError):
+    """The answer-matching judge (an OpenAI-compatible endpoint) cannot be used as configured."""

@@ -95,7 +95,7 @@ def test_videomme_loads_with_videos_and_skips_missing(tmp_path):
     assert task.prompt(task[0]) == (
         "Select the best answer to the following multiple-choice question based on the video and the "
         "subtitles. Respond with only the letter (A, B, C, or D) of the correct option.\n"
-        "How many balls appear 0?\nA. 1.\nB. 2.\nC. 3.\nD. 4.\n"
+        "How many balls appear 0?\nA. 1.\nB. 2.\nC. 3.\nD. 4.\n\n"
         "Answer with the option's letter from the given choices directly."
     )
     assert task.score(task.records, ["C", "B"])["accuracy"] == 50.0

@@ -168,11 +168,11 @@ def test_prompt_ai2d(tmp_path):
 def test_prompt_mmbench_with_and_without_hint(tmp_path):
     task = get_task("mmbench", path=b.save_dict(b.mmbench_rows(), tmp_path / "m", "dev"))
     assert task.prompt(task[0]) == (
-        "Look up. What colour is the sky? There are several options:\nA. blue\nB. green\nC. red\n"
+        "Look up. What colour is the sky? There are several options:\nA. blue\nB. green\nC. red\n\n"
         "Answer with the option's letter from the given choices directly."
     )
     assert task.prompt(task[2]) == (
-        "How many legs has a spider? There are several options:\nA. six\nB. eight\n"
+        "How many legs has a spider? There are several options:\nA. six\nB. eight\n\n"
         "Answer with the option's letter from the given choices directly."
     )
     assert task.generation.max_new_tokens == 1024 and task.generation.stop == ["ASSISTANT:"]

@@ -1,4 +1,9 @@
-"""AI2D (lmms-eval ``ai2d``): diagram multiple choice, "X." prefix or the whole reply vs the letter."""
+"""AI2D (lmms-eval ``ai2d``): diagram multiple choice, "X." prefix or the whole reply vs the letter.
+
+lmms-eval's ``flexible-extract`` filter takes the letter of a leading ``X.`` (``^\\s*([A-Z])\\.``),
+else the whole (stripped) reply; its ``exact_match`` metric then lower-cases both sides, deletes
+ASCII punctuation and compares, with no further stripping: "- B" becomes " b" and is wrong.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ def ai2d_extract(reply: str) -> str:
 
 
 def _normalise(text: str) -> str:
-    return text.translate(_PUNCT).strip().lower()
+    # exact_match with ignore_case and ignore_punctuation: lower, then delete punctuation. Its
+    # numpy string arrays cannot hold trailing NUL characters, so those do not count either.
+    return text.lower().translate(_PUNCT).rstrip("\x00")
 
 
 class AI2DTask(HubTask):

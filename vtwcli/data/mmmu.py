@@ -1,13 +1,18 @@
 """MMMU validation (lmms-eval ``mmmu_val``): multiple choice and open questions, micro accuracy.
 
-Multiple choice: candidates are looked for as "(A)", then "A " , then "A.", then (for replies
-longer than five words) option texts; with several candidates the last occurrence wins.
-When nothing is found lmms-eval picks a random letter; vtw does the same with a generator
-seeded by (seed, record id), so a record's fallback does not depend on which other records
-ran, and counts those replies as ``unparsed``.
-Open: key sub-answers and the numbers in them are extracted and normalised (numbers rounded
-to 2 decimals); a reply is right when the normalised gold is a substring of an extracted
-string or equals an extracted number.
+Rules follow lmms-eval's ``lmms_eval/tasks/mmmu/utils.py`` (itself the official MMMU code).
+The reply is stripped first, as lmms-eval's model wrappers do.
+Multiple choice: the edge punctuation ``, . ! ? ; : '`` is stripped and the reply padded with
+spaces; candidates are looked for as "(A)", then "A " , then "A.", then (for replies longer
+than five words) option texts; with several candidates the last occurrence wins. When nothing
+is found lmms-eval picks a random letter; vtw does the same with a generator seeded by (seed,
+record id), so a record's fallback does not depend on which other records ran, and counts
+those replies as ``unparsed``. Right when the letter equals the stored answer.
+Open: key sub-answers and the numbers in them are extracted (an integer must end at a word
+boundary: "5cm" holds no number) and normalised (numbers rounded to 2 decimals); a reply is
+right when the normalised gold is a substring of an extracted string or equals an extracted
+number. Every extracted candidate is compared, as upstream lmms-eval does since its fix of the
+open-answer scoring (EvolvingLMMs-Lab/lmms-eval pull request 1471), not only the first one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ import re
 from collections.abc import Sequence
 
 from vtwcli.data.base import Generation, Record
-from vtwcli.data.hub import LETTER_INSTRUCTION, WORD_INSTRUCTION, HubTask, lettered_options, letters
+from vtwcli.data.hub import (
+    LETTER_INSTRUCTION,
+    WORD_INSTRUCTION,
+    HubTask,
+    clean_reply,
+    lettered_options,
+    letters,
+)
 
 IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, 8))
 _PLACEHOLDER = re.compile(r"<image (\d+)>")
@@ -26,7 +38,8 @@ _EDGE_PUNCT = ",.!?;:'"
 _KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 _NUM_COMMAS = re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b")
 _NUM_SCI = re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+")
-_NUM_PLAIN = re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])")
+# an integer must end at a word boundary, so "5cm" holds no number (lmms-eval's pattern)
+_NUM_PLAIN = re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])")
 
 
 def parse_options(raw) -> list[str]:
@@ -120,15 +133,12 @@ def open_predictions(reply: str) -> list:
 
 
 def gold_answers(answer) -> list[str]:
-    text = str(answer).strip()
-    if text.startswith("[") and text.endswith("]"):
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return [text]
-        if isinstance(value, list):
-            return [str(v) for v in value]
-    return [text]
+    """The gold answer(s) as lmms-eval compares them: a list stays a list, anything else is one
+    string as stored. The hub keeps every answer as a string, so a stored "['a', 'b']" is matched
+    as that text, not as two answers (lmms-eval does not parse it either)."""
+    if isinstance(answer, (list, tuple)):
+        return [str(a) for a in answer]
+    return [str(answer)]
 
 
 def open_correct(gold, preds: list) -> bool:
@@ -177,6 +187,7 @@ class MMMUTask(HubTask):
 
     def _judge(self, record: Record, reply: str) -> tuple[object, bool, bool]:
         """(parsed answer, correct, was unparsed)."""
+        reply = clean_reply(reply)  # lmms-eval's model wrappers strip the reply before the task sees it
         if self._is_mc(record):
             options = self._options(record)
             letter, _ = mc_candidates(reply, options)

@@ -1,4 +1,12 @@
-"""ScienceQA-IMG (lmms-eval ``scienceqa_img``): multiple choice, scored by exact letter match."""
+"""ScienceQA-IMG (lmms-eval ``scienceqa_img``): multiple choice, scored by exact letter match.
+
+lmms-eval's scorer lower-cases and strips both the reply and the target letter before it
+compares them, so only a reply that is the letter alone counts ("b" and " B " are right). Its
+code goes on to accept a reply of the form "X. ..." when X is upper case, but that test runs
+on the lower-cased reply and can never pass: "B. dog" and "B." are wrong in lmms-eval (reported
+upstream as EvolvingLMMs-Lab/lmms-eval issues 185 and 427, closed without a change). vtw
+scores what lmms-eval's code does.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +21,8 @@ def target_letter(record: Record) -> str:
 
 
 def sqa_correct(reply: str, target: str) -> bool:
-    """lmms-eval's rule: the whole reply is the letter, or it reads "X." followed by anything."""
-    if reply.strip().lower() == target.lower():
-        return True
-    return len(reply) >= 2 and reply[0].isupper() and reply[1] == "." and reply[0] == target
+    """lmms-eval's rule as it runs: the stripped, lower-cased reply equals the target letter."""
+    return reply.strip().lower() == target.strip().lower()
 
 
 class ScienceQATask(HubTask):
@@ -36,10 +42,7 @@ class ScienceQATask(HubTask):
         return f"{context}{record.question}\n{lettered_options(record.meta['choices'])}\n{LETTER_INSTRUCTION}"
 
     def parse(self, record: Record, reply: str) -> str:
-        reply = clean_reply(reply)
-        if len(reply) >= 2 and reply[0].isupper() and reply[1] == ".":
-            return reply[0]
-        return reply
+        return clean_reply(reply).lower()
 
     def sample_score(self, record: Record, reply: str) -> float:
         return float(sqa_correct(clean_reply(reply), target_letter(record)))

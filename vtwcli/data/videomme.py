@@ -23,19 +23,25 @@ INSTRUCTION = (
     "Select the best answer to the following multiple-choice question based on the video and the "
     "subtitles. Respond with only the letter (A, B, C, or D) of the correct option."
 )
-POST = "Answer with the option's letter from the given choices directly."
+# lmms-eval's default post_prompt starts with a newline and doc_to_text joins it with another
+POST = "\nAnswer with the option's letter from the given choices directly."
+# The prefixes lmms-eval removes before it looks for a letter. Its list misses two commas, so
+# Python joins "The best option is" with "The correct option is", and "Best answer:" with
+# "Best option:": those four are removed only as the joined strings, which replies never
+# contain. Kept as it runs: "Best option: C" reads as "B" (from "Best") in lmms-eval too.
 ANSWER_PREFIXES = (
     "The best answer is", "The correct answer is", "The answer is", "The answer",
-    "The best option is", "The correct option is", "Best answer:", "Best option:",
+    "The best option isThe correct option is", "Best answer:Best option:",
 )
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv", ".webm", ".avi")
 
 
 def videomme_extract(reply: str) -> str:
-    """The first of A-D after the answer prefixes are removed; "" when there is none."""
+    """The first of A-D (upper case) after the answer prefixes are removed; "" when there is none."""
     text = reply.strip()
     for prefix in ANSWER_PREFIXES:
         text = text.replace(prefix, "")
+    # (lmms-eval also returns "" early for a reply of more than ten words with no A-D: the same result)
     match = re.search(r"[ABCD]", text)
     return match.group(0) if match else ""
 
@@ -109,7 +115,8 @@ class VideoMMETask(HubTask):
         meta = {k: v for k, v in row.items() if k not in ("question", "answer")}
         meta["row"] = row_index
         rid = row.get("question_id") or f"{row.get('video_id', row['videoID'])}-{row_index}"
-        return Record(id=str(rid), question=row["question"], answer=str(row["answer"]).strip(), meta=meta)
+        # compared as stored, like lmms-eval (pred_answer == answer)
+        return Record(id=str(rid), question=row["question"], answer=str(row["answer"]), meta=meta)
 
     def prompt(self, record: Record) -> str:
         options = "\n".join(str(o) for o in record.meta["options"])
