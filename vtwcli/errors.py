@@ -60,3 +60,11 @@ class MissingExtraError(VTWError):
 
 class JudgeError(VTWError):
     """The answer-matching judge (an OpenAI-compatible endpoint) cannot be used as configured."""
+
+
+def k_below_one(name: str, value: object) -> KOutOfRangeError:
+    """The one wording for a K under 1 (``--k 0``), in every command."""
+    return KOutOfRangeError(
+        f"{name} must be at least 1: K counts the decoder layers that still see the vision tokens, "
+        f"and K = 0 would leave none; got {value!r}"
+    )

@@ -225,7 +225,12 @@ def save_profile(profile: Profile, path: str | os.PathLike) -> Path:
     text = "# vtw profile: K per model x task (written by vtw; edit with care)\n" + yaml.safe_dump(
         profile.to_dict(), sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    write_atomic(p, text)
+    try:
+        unchanged = p.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        unchanged = False
+    if not unchanged:  # the same content is not rewritten (the file keeps its time stamp)
+        write_atomic(p, text)
     profile.path = p
     return p
 

@@ -29,6 +29,7 @@ from vtwcli.errors import (
     ProfileError,
     UsageError,
     VTWError,
+    k_below_one,
 )
 
 RUN_METHODS = ("baseline", "vtw", "fastv")
@@ -56,18 +57,27 @@ class RunSettings:
     device_map: str | None = None  # "auto": spread one model's layers over the visible devices
 
 
+TEXT_ONLY_NOTICE = (
+    "no image or video given: answered as a text-only prompt by the plain model "
+    "(no vision tokens, so nothing to withdraw)"
+)
+
+
 @dataclass
 class Answer:
     text: str
     k: int | None
     method: str
     latency_s: float
+    text_only: bool = False  # no image or video: the plain model answered, without the engine
+    warnings: list[str] = field(default_factory=list)  # e.g. words the model's vocabulary lacks
 
 
 @dataclass
 class BatchSummary:
     total: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    warned: list[tuple[int, str]] = field(default_factory=list)  # (line number, warning): answered anyway
     output: Path | None = None
     world_size: int = 1  # data-parallel ranks that shared the lines
 
@@ -86,7 +96,7 @@ class Runner:
         if s.max_new_tokens is not None and s.max_new_tokens < 1:
             raise UsageError(f"--max-new-tokens must be at least 1, got {s.max_new_tokens}")
         if s.k is not None and s.k < 1:
-            raise KOutOfRangeError(f"--k must be at least 1 (K = decoder layers that see the vision tokens), got {s.k}")
+            raise k_below_one("--k", s.k)
         if s.task is not None and s.profile is None:
             raise UsageError("--task picks a K from a profile; pass --profile too (or give --k)")
         self.profile = None
@@ -192,12 +202,38 @@ class Runner:
 
         images = load_images(list(images or []))
         vids = self._videos(videos)
-        self._engine()
+        text_only = not images and not vids
+        warnings = self.word_warnings(prompt)
+        if text_only:
+            self.close()  # no vision tokens: the plain model answers (the engine is re-attached when needed)
+        else:
+            self._engine()
         t0 = time.perf_counter()
         inputs = self.loaded.prepare([prompt], images=[images], videos=[vids])
         text = self.loaded.generate(inputs, max_new_tokens=self.max_new_tokens)[0]
         _sync(self.loaded.device)
-        return Answer(text=text, k=self.k, method=self.method, latency_s=time.perf_counter() - t0)
+        return Answer(
+            text=text, k=None if text_only else self.k, method="baseline" if text_only else self.method,
+            latency_s=time.perf_counter() - t0, text_only=text_only, warnings=warnings,
+        )  # fmt: skip
+
+    @property
+    def scope_notice(self) -> str | None:
+        """What the model was trained on, when that is narrow enough to say (the testbed)."""
+        from vtwcli.models.registry import TESTBED_SCOPE
+
+        return TESTBED_SCOPE if self.loaded.alias == "testbed" else None
+
+    def word_warnings(self, prompt: str) -> list[str]:
+        """A warning naming the words of ``prompt`` the model's vocabulary does not have."""
+        unknown = self.loaded.unknown_words(prompt)
+        if not unknown:
+            return []
+        name = self.loaded.alias or self.loaded.model_id
+        return [
+            f"{name} does not know the word{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(w) for w in unknown)} (read as <unk>)"
+        ]
 
     def stream(self, conversation: list[dict], images=None, videos=None) -> Iterator[str]:
         """Yield the reply to ``conversation`` piece by piece as tokens are generated."""
@@ -263,6 +299,10 @@ class Runner:
             record = {"line": lineno, **{k: v for k, v in row.get("raw", {}).items()}}
             if problem is None:
                 record.update(answer=ans.text, k=ans.k, method=ans.method, latency_s=round(ans.latency_s, 4))
+                if ans.warnings:
+                    record["warnings"] = ans.warnings
+                if ans.text_only:
+                    record["note"] = TEXT_ONLY_NOTICE
             else:
                 record.update(answer=None, k=self.k, method=self.method, error=problem)
             record["model"] = self.loaded.alias or self.loaded.model_id
@@ -275,6 +315,7 @@ class Runner:
 def summarize_batch(results: list[dict[str, Any]], output: Path, world_size: int = 1) -> BatchSummary:
     summary = BatchSummary(total=len(results), output=output, world_size=world_size)
     summary.failed = [(rec["line"], rec["error"]) for rec in results if "error" in rec]
+    summary.warned = [(rec["line"], w) for rec in results for w in rec.get("warnings", [])]
     return summary
 
 
@@ -350,14 +391,12 @@ def _rel(base: Path, item: Any) -> Any:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    out = Path(path)
-    if out.is_dir():
-        raise OutputPathError(f"output {out} is a directory; give a file name such as {out / 'answers.jsonl'}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"output directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"output directory {parent} is not writable")
+    """The answers file, checked before any model loads (nothing is created)."""
+    from vtwcli.fileio import check_writable
+
+    out = check_writable(path, "answers", example="answers.jsonl")
+    if out is None:
+        raise OutputPathError("--output - is not supported: give a file name such as answers.jsonl")
     return out
 
 

@@ -130,7 +130,7 @@ def test_datasets_table_and_json(isolated_hf):
     assert result.exit_code == 0, result.output
     for name in ("sqa", "mme", "pope-adv", "mmbench", "videomme", "shapes", "lmms-lab/ScienceQA"):
         assert name in result.output
-    result = _run(["datasets", "--json"])
+    result = _run(["datasets", "--json", "-"])
     rows = json.loads(result.output)
     pope = next(r for r in rows if r["task"] == "pope")
     assert pope["status"] == "cached: lmms-lab/POPE (4 rows)"
@@ -141,7 +141,7 @@ def test_datasets_table_and_json(isolated_hf):
 
 def test_datasets_checks_a_local_copy(tmp_path):
     path = b.save_dict(b.ai2d_rows(2), tmp_path / "ai2d", "test")
-    result = _run(["datasets", "--task", "ai2d", "--data-path", str(path), "--json"])
+    result = _run(["datasets", "--task", "ai2d", "--data-path", str(path), "--json", "-"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
     assert row["status"] == f"found at {path}: 2 rows"

@@ -39,7 +39,7 @@ def _reference(testbed, image, prompt, k=None, tokens=2):
 
 def test_one_shot_answers_with_the_testbed(files, testbed):
     res = run("run", "--image", files / "red.png", "--prompt", "what colour is the square ?",
-              "--max-new-tokens", 2, "--json")
+              "--max-new-tokens", 2, "--json", "-")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["model"] == "testbed" and out["method"] == "baseline" and out["k"] is None
@@ -55,19 +55,19 @@ def test_a_calibrated_profile_in_profiles_is_used_when_no_k_is_given(files, test
         files / "profiles" / "testbed.yaml",
     )
     res = run("run", "--image", files / "red.png", "--prompt", "what colour is the square ?",
-              "--max-new-tokens", 2, "--json")
+              "--max-new-tokens", 2, "--json", "-")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["method"] == "vtw" and out["k"] == 2
     assert out["answer"] == _reference(testbed, files / "red.png", "what colour is the square ?", k=2)
     # an explicit --method baseline still wins over the file
-    res = run("run", "--image", files / "red.png", "--prompt", "x", "--method", "baseline", "--json")
+    res = run("run", "--image", files / "red.png", "--prompt", "x", "--method", "baseline", "--json", "-")
     assert json.loads(res.stdout.strip().splitlines()[-1])["k"] is None
 
 
 def test_one_shot_with_k_uses_the_engine(files, testbed):
     res = run("run", "--image", files / "red.png", "--prompt", "what colour is the square ?", "--k", 2,
-              "--max-new-tokens", 2, "--json")
+              "--max-new-tokens", 2, "--json", "-")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert (out["k"], out["method"]) == (2, "vtw")
@@ -80,7 +80,7 @@ def test_profile_task_picks_k(files, tmp_path):
         tasks={"shapes": TaskEntry(k=4), "pope": TaskEntry(k=3)}, default_task="pope",
     )
     path = save_profile(prof, tmp_path / "p.yaml")
-    base = ["run", "--profile", path, "--image", files / "white.png", "--prompt", "hi", "--max-new-tokens", 1, "--json"]
+    base = ["run", "--profile", path, "--image", files / "white.png", "--prompt", "hi", "--max-new-tokens", 1, "--json", "-"]
     assert json.loads(run(*base, "--task", "shapes").stdout.splitlines()[-1])["k"] == 4
     assert json.loads(run(*base).stdout.splitlines()[-1])["k"] == 3  # the profile's default task
     assert json.loads(run(*base, "--k", 5).stdout.splitlines()[-1])["k"] == 5  # --k overrides

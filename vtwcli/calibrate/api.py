@@ -320,6 +320,12 @@ def calibrate(
     from vtwcli.distributed import context, merge_shards, run_sharded
 
     ctx = dist if dist is not None else context()
+    if write and ctx.is_main:  # the profile must be writable before the model loads
+        from vtwcli.fileio import check_writable
+
+        target = Path(out) if out is not None else _default_profile_path(model)
+        if target is not None:
+            check_writable(target, "profile", create_dirs=True, example="profile.yaml")
     if device_map is not None and ctx.enabled:
         raise UsageError(
             "--device-map splits one model over the devices; under torchrun/accelerate launch each rank "
@@ -463,13 +469,26 @@ def _mean(values: Sequence[float]) -> float:
 
 def _alias(loaded) -> str:
     """File stem for the default profile path: a registered model's shipped profile name."""
-    alias = getattr(loaded, "alias", None)
+    return _stem(getattr(loaded, "alias", None), getattr(loaded, "model_id", None))
+
+
+def _stem(alias: str | None, model_id: str | None) -> str:
     if alias:
         from vtwcli.models.registry import profile_stem
 
         return profile_stem(str(alias))
-    ident = str(getattr(loaded, "model_id", None) or "model")
+    ident = str(model_id or "model")
     return ident.rstrip("/").replace("\\", "/").split("/")[-1] or "model"
+
+
+def _default_profile_path(model: Any) -> Path | None:
+    """Where the profile goes without --out (as :func:`_alias` names it after loading), from the name alone."""
+    if not isinstance(model, str):
+        return Path("profiles") / f"{_alias(model)}.yaml" if hasattr(model, "model") else None
+    from vtwcli.models.registry import resolve
+
+    resolved = resolve(model)
+    return Path("profiles") / f"{_stem(resolved.alias, resolved.model_id)}.yaml"
 
 
 def _task_name(task) -> str:
@@ -506,6 +525,25 @@ def _check_profile_owner(path: Path, loaded, n_layers: int) -> None:
 
 def _round(x: float) -> float:
     return float(f"{x:.6g}")
+
+
+# KL values are stored to 4 significant digits and no finer than 1e-7: float32 forwards that
+# reduce in another order (another thread count, another CPU) differ below that, and a rerun
+# with the same result must leave the profile byte-identical.
+KL_DIGITS = 4
+KL_RESOLUTION_DECIMALS = 7
+
+
+def round_kl(x: float) -> float:
+    """A KL value at the precision profiles store (see KL_DIGITS)."""
+    if not math.isfinite(x):
+        return float(x)
+    return float(f"{round(float(x), KL_RESOLUTION_DECIMALS):.{KL_DIGITS}g}") + 0.0  # + 0.0: no -0.0
+
+
+# Fields of a calibration record that describe one run rather than its result: a rerun whose
+# result is the same keeps the old values, so the profile does not change.
+RUN_ONLY_FIELDS = ("date", ("sweep_cost_forwards_per_sample", "measured"))
 
 
 def _versions() -> dict[str, str]:
@@ -549,8 +587,40 @@ def _record(
             "slow_formula": _round(cost["slow_formula_forwards_per_sample"]),
             "measured": _round(cost["measured_forwards_per_sample"]),
         },
-        "curve": {k: {key: _round(v) for key, v in p.to_dict().items()} for k, p in curve.items()},
+        "curve": {k: {key: round_kl(v) for key, v in p.to_dict().items()} for k, p in curve.items()},
     }
+
+
+def _without_run_fields(calibration: dict[str, Any]) -> dict[str, Any]:
+    out = dict(calibration)
+    for name in RUN_ONLY_FIELDS:
+        if isinstance(name, tuple):
+            outer, inner = name
+            if isinstance(out.get(outer), dict):
+                out[outer] = {k: v for k, v in out[outer].items() if k != inner}
+        else:
+            out.pop(name, None)
+    return out
+
+
+def _keep_unchanged(path: str | Path, task: str, entry):
+    """``entry``, or the profile's own entry for ``task`` when it records the same result (so a
+    rerun rewrites nothing: no new date, no new timing)."""
+    from vtwcli.errors import VTWError
+    from vtwcli.profiles import load_profile
+
+    p = Path(path)
+    if not p.is_file():
+        return entry
+    try:
+        old = load_profile(p).tasks.get(task)
+    except VTWError:
+        return entry
+    if old is None or (old.k, old.method, old.source, old.note) != (entry.k, entry.method, entry.source, entry.note):
+        return entry
+    if _without_run_fields(old.calibration) != _without_run_fields(entry.calibration):
+        return entry
+    return old
 
 
 def save_result(result: CalibrationResult, path: str | Path, loaded) -> Path:
@@ -558,5 +628,6 @@ def save_result(result: CalibrationResult, path: str | Path, loaded) -> Path:
     from vtwcli.profiles import TaskEntry, merge_task
 
     entry = TaskEntry(k=result.k, method="vtw", source="calibrated", calibration=result.calibration)
+    entry = _keep_unchanged(path, result.task, entry)
     merged = merge_task(path, _model_ref(loaded, result.num_layers), result.task, entry)
     return merged.path or Path(path)

@@ -32,8 +32,67 @@ def console(stderr: bool = False):
     return out if out.is_terminal else Console(stderr=stderr, width=160)
 
 
+# What --help shows after an option that takes a value (flags show nothing). Options not named
+# here get a name from their type: N (whole number), NUMBER, PATH, TEXT.
+_METAVARS = {
+    **dict.fromkeys(("--json", "--csv", "--markdown", "--output", "--out", "--plot", "--input"), "FILE"),
+    **dict.fromkeys(("--profile", "--image", "--video"), "FILE"),
+    **dict.fromkeys(("--model", "--data"), "NAME"),
+    "--data-path": "PATH",
+    "--task": "TASK",
+    "--split": "SPLIT",
+    "--k": "K",
+    "--fastv-k": "K",
+    "--k-min": "K",
+    "--k-max": "K",
+    "--eta": "NUMBER",
+    "--methods": "LIST",
+    "--direction": "DIRECTION",
+    "--prompt": "TEXT",
+    "--dtype": "DTYPE",
+    "--device": "DEVICE",
+    "--attn": "IMPL",
+    "--device-map": "MAP",
+    "--method": "METHOD",
+}
+_TYPE_METAVARS = {"int": "N", "float": "NUMBER", "Path": "PATH", "str": "TEXT"}
+
+
+def _set_metavars(command) -> None:
+    """Proper metavars for every option of ``command`` (and its subcommands), in one place."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", None) != "option" or param.metavar is not None:
+            continue
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
+            continue
+        named = next((_METAVARS[o] for o in param.opts if o in _METAVARS), None)
+        try:
+            bare = param.bare_type()
+        except Exception:  # a type typer cannot name: its own display stays
+            continue
+        param.metavar = named or _TYPE_METAVARS.get(bare, "VALUE")
+    make_help = getattr(command, "get_help_option", None)
+    if make_help is not None and not getattr(make_help, "_vtw", False):
+
+        def help_option(ctx, _make=make_help):
+            opt = _make(ctx)
+            if opt is not None:
+                opt.metavar = ""  # --help is a flag too
+            return opt
+
+        help_option._vtw = True
+        command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _set_metavars(sub)
+
+
 class _VTWGroup(TyperGroup):
-    """Turns VTWError (and a few common OS errors) into one clear line and exit 2."""
+    """Turns VTWError (and a few common OS errors) into one clear line and exit 2; sets metavars."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _set_metavars(self)
 
     def invoke(self, ctx):
         try:

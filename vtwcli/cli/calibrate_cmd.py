@@ -79,11 +79,17 @@ def _run(
     from vtwcli.calibrate.report import ascii_plot, curve_table, threshold_table, write_png
     from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
-    from vtwcli.errors import OutputPathError
+    from vtwcli.errors import UsageError
+    from vtwcli.fileio import check_writable, write_atomic
     from vtwcli.plotting import check_plot_path
 
     ctx = context()
-    plot = check_plot_path(plot) if ctx.is_main else plot  # matplotlib and the path, before any work
+    # every requested output is checked before the model loads (the profile inside calibrate())
+    if ctx.is_main:
+        plot = check_plot_path(plot)  # matplotlib and the path
+        check_writable(json_out, "json", example="result.json")
+        if plot is not None and json_out not in (None, "-") and Path(plot).resolve() == Path(json_out).resolve():
+            raise UsageError("--plot and --json must name different files")
 
     quiet = json_out == "-"
     console = make_console(stderr=quiet)
@@ -154,9 +160,5 @@ def _run(
         if quiet:
             sys.stdout.write(text + "\n")
         else:
-            try:
-                Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-                Path(json_out).write_text(text + "\n", encoding="utf-8")
-            except OSError as err:
-                raise OutputPathError(f"cannot write {json_out}: {err.strerror or err}") from err
+            write_atomic(json_out, text + "\n")
             console.print(f"result written: {json_out}", highlight=False)

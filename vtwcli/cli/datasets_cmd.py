@@ -55,7 +55,9 @@ def collect(check_path: str | None = None, task: str | None = None) -> list[dict
 def register(app: typer.Typer) -> None:
     @app.command("datasets")
     def datasets_command(
-        as_json: bool = typer.Option(False, "--json", help="Print the list as JSON instead of a table."),
+        as_json: str = typer.Option(
+            None, "--json", help="Write the list as JSON to this file ('-' for stdout) instead of a table."
+        ),
         task: str = typer.Option(None, "--task", "-t", help="Show only this task."),
         data_path: str = typer.Option(
             None, "--data-path", help="Check that this local copy (directory or file) loads for --task."
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
           vtw datasets
 
-          vtw datasets --task mme --data-path ./mme_copy --json
+          vtw datasets --task mme --data-path ./mme_copy --json -
         """
         from vtwcli.data.registry import TASKS, _unknown
         from vtwcli.errors import UsageError
@@ -79,9 +81,16 @@ def register(app: typer.Typer) -> None:
             raise _unknown(task)
         if data_path is not None and task is None:
             raise UsageError("--data-path needs --task to say which schema to check it against")
+        from vtwcli.fileio import check_writable, write_atomic
+
+        check_writable(as_json, "json", example="datasets.json")
         rows = collect(data_path, task)
-        if as_json:
+        if as_json == "-":
             typer.echo(json.dumps(rows, indent=2))
+            return
+        if as_json is not None:
+            write_atomic(as_json, json.dumps(rows, indent=2) + "\n")
+            typer.echo(f"wrote json to {as_json}", err=True)
             return
         from rich.table import Table
 

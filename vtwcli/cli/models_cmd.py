@@ -9,7 +9,7 @@ Examples:
 
   vtw models
 
-  vtw models --json > models.json
+  vtw models --json models.json
 
 Weights marked "no" can still be benchmarked by shape: vtw bench --model llava-1.5-7b --random-init
 """
@@ -18,19 +18,27 @@ Weights marked "no" can still be benchmarked by shape: vtw bench --model llava-1
 def register(app: typer.Typer) -> None:
     @app.command("models", help="List model aliases, hub ids, layer counts and local cache state.\n\n" + EXAMPLES)
     def models_command(
-        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        as_json: str = typer.Option(
+            None, "--json", help="Write the list as JSON to this file ('-' for stdout) instead of a table."
+        ),
     ) -> None:
         _list(as_json)
 
 
-def _list(as_json: bool) -> None:
+def _list(as_json: str | None) -> None:
     import json
 
+    from vtwcli.fileio import check_writable, write_atomic
     from vtwcli.models.catalog import model_rows
 
+    check_writable(as_json, "json", example="models.json")
     rows = model_rows()
-    if as_json:
+    if as_json == "-":
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if as_json is not None:
+        write_atomic(as_json, json.dumps(rows, indent=2) + "\n")
+        typer.echo(f"wrote json to {as_json}", err=True)
         return
     from rich.table import Table
 

@@ -75,7 +75,9 @@ def register(app: typer.Typer) -> None:
             "--random-init",
             help="Random weights from the shipped config (shapes only; answers are noise).",
         ),
-        as_json: bool = typer.Option(False, "--json", help="One-shot: print the answer as a JSON object."),
+        as_json: str = typer.Option(
+            None, "--json", help="With --prompt: write the answer as a JSON object to this file ('-' for stdout)."
+        ),
         device_map: str = device_map_option(),
     ) -> None:
         _run(**locals())
@@ -120,6 +122,10 @@ def _run(
     )
     images = list(image or [])
     videos = [video] if video is not None else []
+    if as_json is not None and prompt is None:
+        raise UsageError(
+            "--json writes one answer (with --prompt); --input writes its answers as JSONL to --output"
+        )
     if input_path is not None:
         if prompt is not None or images or videos:
             raise UsageError(
@@ -136,6 +142,9 @@ def _run(
             "run one prompt or a chat with plain `vtw run`"
         )
     elif prompt is not None:
+        from vtwcli.fileio import check_writable
+
+        check_writable(as_json, "json", example="answer.json")  # before the model loads
         _one_shot(settings, prompt, images, videos, as_json)
     else:
         if not images and not videos:
@@ -145,8 +154,10 @@ def _run(
         _chat(settings, images, videos)
 
 
-def _describe(runner) -> str:
+def _describe(runner, ans=None) -> str:
     lm = runner.loaded
+    if ans is not None and ans.text_only:
+        return f"{lm.alias or lm.model_id} on {lm.device} ({lm.dtype}), text only, no withdrawal"
     k = f"K={runner.k}/{lm.num_layers}" if runner.k is not None else f"no withdrawal ({lm.num_layers} layers)"
     src = f", profile {runner.profile.path} task {runner.task_name}" if runner.profile is not None else ""
     return f"{lm.alias or lm.model_id} on {lm.device} ({lm.dtype}), method {runner.method}, {k}{src}"
@@ -158,7 +169,7 @@ def _one_shot(settings, prompt, images, videos, as_json) -> None:
     from vtwcli.cli import console as make_console
     from vtwcli.models.loading import check_image_file
     from vtwcli.models.video import check_video_file
-    from vtwcli.runner import Runner
+    from vtwcli.runner import TEXT_ONLY_NOTICE, Runner
 
     for img in images:
         check_image_file(img)
@@ -166,23 +177,44 @@ def _one_shot(settings, prompt, images, videos, as_json) -> None:
         check_video_file(vid)
     err = make_console(stderr=True)
     with Runner(settings) as runner:
+        _notices(err, runner)
+        if not images and not videos:
+            _note(err, TEXT_ONLY_NOTICE)
+        for w in runner.word_warnings(prompt):
+            _note(err, w, "warning")
         ans = runner.answer(prompt, images=images, videos=videos)
-        if as_json:
-            typer.echo(
-                json.dumps(
-                    {
-                        "prompt": prompt,
-                        "answer": ans.text,
-                        "k": ans.k,
-                        "method": ans.method,
-                        "latency_s": round(ans.latency_s, 4),
-                        "model": runner.loaded.alias or runner.loaded.model_id,
-                    }
-                )
-            )
-        else:
-            typer.echo(ans.text)
-            err.print(f"[dim]{_describe(runner)}; {ans.latency_s * 1000:.0f} ms[/dim]")
+        record = {
+            "prompt": prompt,
+            "answer": ans.text,
+            "k": ans.k,
+            "method": ans.method,
+            "latency_s": round(ans.latency_s, 4),
+            "model": runner.loaded.alias or runner.loaded.model_id,
+        }
+        if ans.text_only:
+            record["note"] = TEXT_ONLY_NOTICE
+        if ans.warnings:
+            record["warnings"] = ans.warnings
+        if as_json == "-":
+            typer.echo(json.dumps(record))
+            return
+        typer.echo(ans.text)
+        err.print(f"[dim]{_describe(runner, ans)}; {ans.latency_s * 1000:.0f} ms[/dim]")
+        if as_json is not None:
+            from vtwcli.fileio import write_atomic
+
+            write_atomic(as_json, json.dumps(record, indent=2) + "\n")
+            err.print(f"wrote json to {as_json}", markup=False, highlight=False)
+
+
+def _note(console, text: str, kind: str = "note") -> None:
+    console.print(f"{kind}: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _notices(console, runner) -> None:
+    """Said once per run: what the model was trained on, when that is narrow (the testbed)."""
+    if runner.scope_notice:
+        _note(console, runner.scope_notice)
 
 
 def _world_size() -> int:
@@ -215,13 +247,15 @@ def _batch(settings, input_path, output_path) -> None:
         job = bar.add_task("answering", total=None)
         summary = run_batch(
             input_path, output_path, settings,
-            on_ready=lambda runner: err.print(f"[dim]{_describe(runner)}[/dim]"),
+            on_ready=lambda runner: (err.print(f"[dim]{_describe(runner)}[/dim]"), _notices(err, runner)),
             on_line=lambda done, total: bar.update(job, completed=done, total=total),
         )  # fmt: skip
     if summary is None:
         return  # another rank of a data-parallel run: rank 0 reports and writes
     for lineno, reason in summary.failed:
         err.print(f"line {lineno}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    for lineno, warning in summary.warned:
+        err.print(f"line {lineno}: warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     ranks = f" (answered by {summary.world_size} ranks)" if summary.world_size > 1 else ""
     err.print(
         f"wrote {summary.total} lines to {summary.output}: {summary.ok} answered, {len(summary.failed)} failed{ranks}",
@@ -255,6 +289,7 @@ def _chat(settings, images, videos) -> None:
             f"[dim]{_describe(runner)}\nchat about {', '.join(map(str, images + videos))}; "
             "an empty line, 'exit' or Ctrl-D ends[/dim]"
         )
+        _notices(err, runner)
         conversation: list[dict] = []
         while True:
             err.print("you> ", end="")
@@ -265,6 +300,8 @@ def _chat(settings, images, videos) -> None:
             if not conversation:  # the image goes with the first turn, as in the models' training chats
                 content += [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
             content.append({"type": "text", "text": line.strip()})
+            for w in runner.word_warnings(line):
+                _note(err, w, "warning")
             conversation.append({"role": "user", "content": content})
             sys.stdout.write("model> ")
             reply = []

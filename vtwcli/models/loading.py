@@ -59,6 +59,26 @@ class LoadedModel:
             revision=self.revision,
         )
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The whitespace-separated words of ``text`` the tokenizer can only map to its unknown
+        token, in order, each once (a word-level vocabulary such as the testbed's; byte-level
+        tokenizers know every word and return [])."""
+        tok = self.tokenizer
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or self.synthetic_processor:
+            return []
+        out: list[str] = []
+        for word in text.split():
+            if word in out:
+                continue
+            try:
+                ids = tok(word, add_special_tokens=False)["input_ids"]
+            except (TypeError, ValueError, KeyError):
+                return []
+            if unk in ids:
+                out.append(word)
+        return out
+
     # -- inputs ---------------------------------------------------------------------
     def prepare(self, prompts, images=None, videos=None):
         """Chat-templated, left-padded inputs on the model's device.

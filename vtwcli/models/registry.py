@@ -23,6 +23,13 @@ from vtwcli.errors import ModelNotFoundError
 CONFIG_DIR = Path(__file__).parent / "configs"
 TESTBED_DIR = Path(__file__).parent / "testbed"
 TESTBED_ID = "vtwcli/testbed"
+# What the testbed was trained on, said once by `vtw run` (anything else gets confident noise).
+TESTBED_SCOPE = (
+    "the testbed knows only its `shapes` task (72 px pictures of 1-4 red, green, blue or yellow circles, "
+    "squares and triangles; questions on existence, position, colour and count in the benchmarks' "
+    "wording) and answers anything else confidently and wrongly; see docs/testbed.md, or name a real "
+    "model with --model"
+)
 
 
 @dataclass(frozen=True)
