@@ -1,9 +1,16 @@
 """The withdrawal engine: forward pre-hooks on an unmodified Hugging Face model.
 
-Nothing is replaced: hooks on the multimodal base model (mark vision positions), the text
-decoder (cache, padding), layer K (choose kept rows, gather hidden states and rotary rows,
-build the shorter mask) and layers K+1.. (reuse that mask and those rotary rows). Layers
->= K therefore run on, and cache, only the kept tokens; their original positions are kept.
+Nothing is replaced: hooks on the multimodal base model (mark vision positions, read the
+model's bidirectional blocks), the text decoder (cache, padding, DeepStack injections), layer
+K (choose the kept rows, gather the hidden states) and every layer >= K (its own mask for its
+layer type, its own per-token inputs gathered at the kept rows). Layers >= K therefore run on,
+and cache, only the kept tokens; their original positions are kept (vtwcli/engine/positions.py).
+
+The rule, for every family: after withdrawal each kept token sees exactly what it saw in the
+unmodified model minus the withdrawn tokens. Attention layers >= K get the model's own mask
+restricted to the kept tokens with every limit on original positions (vtwcli/engine/masks.py);
+linear-attention and convolution layers >= K run on the kept tokens only (their state never
+holds a withdrawn token); DeepStack injections into layers >= K are dropped.
 """
 
 from __future__ import annotations
@@ -14,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from vtwcli.archs import ArchRecord, get_arch
-from vtwcli.engine import select
-from vtwcli.engine.masks import causal_mask
+from vtwcli.engine import positions, select
+from vtwcli.engine.masks import CHUNKED, RECURRENT, SLIDING, layer_kind, recurrent_mask, withdrawn_mask
 from vtwcli.errors import (
     AlreadyPatchedError,
     KOutOfRangeError,
@@ -28,6 +35,7 @@ METHODS = ("vtw", "fastv", "rand")
 _PIXEL_KWARGS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
 # the attribute that marks a model as patched (checked before anything is attached)
 _ATTR = "_vtw_engine"
+_FLASH = ("flash_attention_2", "flash_attention_3", "kernels-community/flash-attn", "paged_attention")
 
 
 @dataclass
@@ -52,9 +60,24 @@ class PrefillStats:
 @dataclass
 class _Call:
     cache: object
-    past: int
-    valid: torch.Tensor
-    vision: torch.Tensor | None
+    past: int  # the full timeline's length before this call (layers < K)
+    valid: torch.Tensor  # [B, L] real tokens of this call
+    vision: torch.Tensor | None  # [B, L] vision tokens (a prefill with vision only)
+    blocks: torch.Tensor | None  # [B, L] the model's own bidirectional block ids, -1 = none
+    index: torch.Tensor | None = None  # [B, T] kept rows (set at layer K when withdrawing)
+    rows_valid: torch.Tensor | None = None  # [B, T] this call's rows in layers >= K that are real
+    masks: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Timeline:
+    """What the attention layers >= K hold, slot by slot, across calls (one generate())."""
+
+    valid: torch.Tensor  # [B, S] bool
+    pos: torch.Tensor  # [B, S] original timeline index
+    blocks: torch.Tensor  # [B, S] block id, -1 = none
+    full_length: int  # the full timeline's length after the last call
 
 
 @dataclass
@@ -71,11 +94,12 @@ class EngineHandle:
     last_prefill: PrefillStats | None = None
     prefills: int = 0
     _hooks: list = field(default_factory=list, repr=False)
+    _kinds: list = field(default_factory=list, repr=False)  # per decoder layer: full/sliding/recurrent
     _call: _Call | None = field(default=None, repr=False)
     _call_vision: torch.Tensor | None = field(default=None, repr=False)
+    _call_blocks: torch.Tensor | None = field(default=None, repr=False)
     _prefill_pending: bool = field(default=False, repr=False)
-    _after_mask: torch.Tensor | None = field(default=None, repr=False)
-    _substitute: tuple | None = field(default=None, repr=False)
+    _timeline: _Timeline | None = field(default=None, repr=False)
     _scores: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -90,7 +114,7 @@ class EngineHandle:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        self._call = self._after_mask = self._substitute = self._scores = self._call_vision = None
+        self._call = self._timeline = self._scores = self._call_vision = self._call_blocks = None
         if getattr(self.model, _ATTR, None) is self:
             delattr(self.model, _ATTR)
 
@@ -103,9 +127,10 @@ class EngineHandle:
     # ------------------------------------------------------------------ hooks
     def _on_base(self, module, args, kwargs):
         cache = _cache_from(kwargs)
-        past = _past_length(cache, 0)
+        past = _past_length(cache)
+        self._call_blocks = self.arch.blocks(kwargs, first_call=past == 0 or _has_pixels(kwargs))
         if past > 0:
-            if any(kwargs.get(k) is not None for k in _PIXEL_KWARGS):
+            if _has_pixels(kwargs):
                 raise UsageError(
                     "vtw: new images in a call that continues a cached conversation are not supported; "
                     "start a new generate() call with the whole conversation instead."
@@ -140,15 +165,18 @@ class EngineHandle:
         if embeds is None:
             embeds = module.get_input_embeddings()(kwargs.get("input_ids", args[0] if args else None))
         batch, length = embeds.shape[:2]
-        past = _past_length(cache, 0)
+        past = _past_length(cache)
         valid = _validity(kwargs.get("attention_mask"), batch, length, past, embeds.device)
         vision = self._call_vision if self._prefill_pending else None
         if vision is not None and vision.shape != (batch, length):
             vision = None
-        self._call_vision, self._prefill_pending = None, False
+        blocks = self._call_blocks
+        if blocks is not None and blocks.shape != (batch, length):
+            blocks = None
+        self._call_vision, self._call_blocks, self._prefill_pending = None, None, False
         if past == 0:
-            self._after_mask = None
-        self._call = _Call(cache=cache, past=past, valid=valid, vision=vision)
+            self._timeline = None
+        self._call = _Call(cache=cache, past=past, valid=valid, vision=vision, blocks=blocks)
         self._scores = None
         if vision is not None:
             self.prefills += 1
@@ -158,55 +186,105 @@ class EngineHandle:
                 vision=(vision & valid).sum(1).tolist(),
                 kept=n_valid.tolist(),
             )
+        name = self.arch.deepstack_kwarg
+        if name is not None and self.withdraws and kwargs.get(name) is not None:
+            # injection i is added to layer i's output, i.e. layer i+1's input: those into layers
+            # >= K + 1 would land on rows that no longer exist (the one into layer K lands on rows
+            # withdrawn right away); a vision row kept by FastV gets none after K either
+            return args, dict(kwargs, **{name: list(kwargs[name])[: self.k]})
         return None
 
-    def _on_layer_k(self, module, args, kwargs):
+    def _start_withdrawn(self, hidden):
+        """At layer K: choose the kept rows of a prefill and extend the withdrawn timeline."""
         call = self._call
-        if call is None:
-            return None
-        hidden = args[0] if args else kwargs["hidden_states"]
-        cos, sin = kwargs["position_embeddings"]
-        new_valid = call.valid
+        batch, length = hidden.shape[:2]
+        index = None
+        rows_valid = call.valid
+        blocks = call.blocks
         if call.vision is not None:
             keep = self._choose(call)
             index, filled = select.right_aligned_index(keep)
-            # Under a device map, layer K-1's outputs (and the rotary tables) may sit on another
-            # device than the embeddings where `keep` was computed: gather on each tensor's own.
-            hidden = select.gather_rows(hidden, index.to(hidden.device))
-            cos, sin = (select.gather_rows(t, index.to(t.device)) for t in (cos, sin))
-            new_valid = filled & call.valid.gather(1, index)
+            rows_valid = filled & call.valid.gather(1, index)
+            if blocks is not None:
+                blocks = torch.where(filled, blocks.to(index.device).gather(1, index), -1)
             stats = self.last_prefill
-            stats.kept = new_valid.sum(1).tolist()
+            stats.kept = rows_valid.sum(1).tolist()
             stats.keep_mask = keep.cpu()
-        past_k = _past_length(call.cache, self.k)
-        if call.cache is None or past_k == 0:
-            after = new_valid
+            batch, length = index.shape
+        pos = positions.timeline_positions(index, call.past, batch, length, rows_valid.device)
+        if blocks is None:
+            blocks = torch.full((batch, length), -1, dtype=torch.long, device=rows_valid.device)
+        prev = self._timeline
+        if call.cache is None or call.past == 0:
+            prev = None
+        elif prev is None or prev.full_length != call.past or prev.valid.shape[0] != batch:
+            # cache filled without the engine (or reshaped): what is cached is the full timeline
+            ones = torch.ones(batch, call.past, dtype=torch.bool, device=rows_valid.device)
+            prev = _Timeline(
+                valid=ones, pos=torch.arange(call.past, device=ones.device).expand(batch, -1),
+                blocks=torch.full((batch, call.past), -1, dtype=torch.long, device=ones.device),
+                full_length=call.past,
+            )
+        if prev is not None:
+            timeline = _Timeline(
+                valid=torch.cat([prev.valid, rows_valid], 1), pos=torch.cat([prev.pos, pos], 1),
+                blocks=torch.cat([prev.blocks, blocks.to(prev.blocks.device)], 1),
+                full_length=call.past + call.valid.shape[1],
+            )
         else:
-            prev = self._after_mask
-            if prev is None or prev.shape != (new_valid.shape[0], past_k):
-                # cache filled without the engine (or reordered): treat what is cached as real
-                prev = torch.ones(new_valid.shape[0], past_k, dtype=torch.bool, device=new_valid.device)
-            after = torch.cat([prev, new_valid], 1)
-        self._after_mask = after if call.cache is not None else None
-        mask = causal_mask(
-            self.arch.text_config(self.model.config), hidden, after.to(hidden.device), call.cache, layer_idx=self.k
-        )
-        self._substitute = (mask, (cos, sin))
-        kwargs = dict(kwargs, attention_mask=mask, position_embeddings=(cos, sin), position_ids=None)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        kwargs["hidden_states"] = hidden
-        return args, kwargs
+            timeline = _Timeline(valid=rows_valid, pos=pos, blocks=blocks, full_length=call.past + call.valid.shape[1])
+        self._timeline = timeline if call.cache is not None else None
+        call.index, call.rows_valid = index, rows_valid
+        call.masks["timeline"] = timeline
 
-    def _on_later_layer(self, module, args, kwargs):
-        if self._substitute is None or self._call is None:
-            return None
-        mask, rope = self._substitute
-        return args, dict(kwargs, attention_mask=mask, position_embeddings=rope, position_ids=None)
+    def _on_withdrawn_layer(self, i: int):
+        kind = self._kinds[i]
+
+        def hook(module, args, kwargs):
+            call = self._call
+            if call is None:
+                return None
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if i == self.k:
+                self._start_withdrawn(hidden)
+                if call.index is not None:
+                    # under a device map, layer K-1's outputs may sit on another device than `keep`
+                    hidden = select.gather_rows(hidden, call.index.to(hidden.device))
+            new = dict(kwargs, attention_mask=self._mask(i, kind, hidden, kwargs.get("attention_mask")))
+            if "position_ids" in new:
+                new["position_ids"] = None
+            if call.index is not None:
+                length = call.valid.shape[1]
+                for name in self.arch.per_token_kwargs:
+                    if name in new:
+                        new[name] = positions.kept_position_inputs(new[name], call.index, length, call.memo)
+            if args:
+                return (hidden, *args[1:]), new
+            new["hidden_states"] = hidden
+            return args, new
+
+        return hook
+
+    def _mask(self, i: int, kind: str, hidden, given):
+        """Layer i's mask (one per layer kind and call, built at the first layer of that kind)."""
+        call = self._call
+        masks = call.masks
+        if kind in masks:
+            return masks[kind]
+        if kind == RECURRENT:
+            mask = recurrent_mask(call.rows_valid.to(hidden.device), given)
+        else:
+            timeline = masks["timeline"]
+            text_cfg = self.arch.text_config(self.model.config)
+            mask = withdrawn_mask(
+                text_cfg, kind, hidden, timeline.valid, timeline.pos, timeline.blocks, call.cache, i,
+                window=getattr(text_cfg, "sliding_window", None), window_over_blocks=self.arch.window_over_blocks,
+            )
+        masks[kind] = mask
+        return mask
 
     def _on_text_done(self, module, args, kwargs, output):
         # drop per-call tensors so nothing large outlives the forward
-        self._substitute = None
         self._call = None
         self._scores = None
         return None
@@ -292,13 +370,19 @@ def _cache_from(kwargs):
     return cache if cache is not None else kwargs.get("past_key_values")
 
 
-def _past_length(cache, layer_idx: int) -> int:
+def _past_length(cache) -> int:
+    """The full timeline's length so far, read as the model reads it (``get_seq_length()``:
+    layer 0, or the first attention layer of a hybrid cache; the engine requires it to be < K)."""
     if cache is None:
         return 0
     try:
-        return int(cache.get_seq_length(layer_idx))
+        return int(cache.get_seq_length())
     except (IndexError, ValueError):
         return 0
+
+
+def _has_pixels(kwargs) -> bool:
+    return any(kwargs.get(k) is not None for k in _PIXEL_KWARGS)
 
 
 def _validity(mask, batch: int, length: int, past: int, device) -> torch.Tensor:
@@ -316,6 +400,46 @@ def _validity(mask, batch: int, length: int, past: int, device) -> torch.Tensor:
     return ok.expand(batch, length).to(device)
 
 
+def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[str]:
+    """Each decoder layer's kind, after checking that layers >= K can follow the rule."""
+    config = model.config
+    types = arch.layer_types(config)
+    kinds = [layer_kind(t) for t in types]
+    unknown = sorted({t for t, kind in zip(types, kinds, strict=True) if kind is None})
+    if unknown:
+        raise UnsupportedModelError(
+            f"vtw: this {arch.family} model has decoder layers of type {', '.join(unknown)}, which the engine "
+            "does not know how to restrict to the kept tokens."
+        )
+    if k >= n:
+        return kinds
+    after = kinds[k:]
+    if CHUNKED in after:
+        raise UnsupportedModelError(
+            f"vtw: layers {k}..{n - 1} of this {arch.family} model include chunked attention, whose chunks "
+            "the engine does not carry onto the kept tokens; choose K past the last chunked layer."
+        )
+    attention = [i for i, kind in enumerate(kinds) if kind != RECURRENT]
+    if attention and attention[0] >= k:
+        raise KOutOfRangeError(
+            f"vtw: K = {k} is too small for this {arch.family} model: its first attention layer ({attention[0]}) "
+            "is where it counts the tokens seen so far, so that layer must still see every token. "
+            f"Choose K between {attention[0] + 1} and {n}."
+        )
+    impl = getattr(arch.text_config(config), "_attn_implementation", None)
+    if impl in _FLASH and (SLIDING in after or arch.block_input is not None):
+        raise UnsupportedModelError(
+            f"vtw: with {impl}, this {arch.family} model's sliding windows and bidirectional blocks would count "
+            "kept positions instead of original ones after withdrawal; load it with attn='sdpa' or 'eager'."
+        )
+    if method == "fastv" and kinds[k - 1] == RECURRENT:
+        raise UsageError(
+            f"vtw: fastv ranks vision tokens by layer K-1's attention, but layer {k - 1} of this {arch.family} "
+            "model has no attention (linear attention or convolution); choose a K whose previous layer attends."
+        )
+    return kinds
+
+
 def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0) -> EngineHandle:
     """Attach the engine to ``model`` and return its handle (call ``handle.remove()`` to detach).
 
@@ -323,6 +447,7 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
     Every check runs before the model is touched.
     """
     arch = get_arch(model)
+    arch.ensure_supported()
     n = arch.num_layers(model.config)
     if isinstance(k, bool) or not isinstance(k, int):
         raise KOutOfRangeError(f"vtw: K must be an integer between 1 and {n}, got {k!r}.")
@@ -343,27 +468,20 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
             f"vtw: this model already has an engine attached (method {existing.method}, K = {existing.k}). "
             "Call handle.remove() (or leave its `with vtwcli.withdraw(...)` block) before attaching another."
         )
-    text_cfg = arch.text_config(model.config)
-    layer_types = getattr(text_cfg, "layer_types", None) or []
-    if any(t != "full_attention" for t in layer_types[k:]):
-        raise UnsupportedModelError(
-            f"vtw: layers {k}..{n - 1} of this {arch.family} model include sliding-window or linear attention "
-            f"({sorted(set(layer_types))}); the engine supports full-attention layers only. "
-            "Disable the sliding window in the config (use_sliding_window=False) or choose another model."
-        )
+    kinds = _layer_plan(arch, model, k, n, method)
     layers = arch.decoder_layers(model)
     base, text = arch.base_model(model), arch.text_model(model)
 
     handle = EngineHandle(model=model, arch=arch, k=k, num_layers=n, method=method, ratio=float(ratio), seed=seed)
+    handle._kinds = kinds
     hooks = handle._hooks
     try:
         hooks.append(base.register_forward_pre_hook(handle._on_base, with_kwargs=True))
         hooks.append(text.register_forward_pre_hook(handle._on_text, with_kwargs=True))
         hooks.append(text.register_forward_hook(handle._on_text_done, with_kwargs=True, always_call=True))
         if k < n:
-            hooks.append(layers[k].register_forward_pre_hook(handle._on_layer_k, with_kwargs=True))
-            for layer in layers[k + 1:]:
-                hooks.append(layer.register_forward_pre_hook(handle._on_later_layer, with_kwargs=True))
+            for i in range(k, n):
+                hooks.append(layers[i].register_forward_pre_hook(handle._on_withdrawn_layer(i), with_kwargs=True))
             if method == "fastv":
                 attn = layers[k - 1].self_attn
                 hooks.append(attn.register_forward_pre_hook(handle._arm_probe, with_kwargs=True))

@@ -1,0 +1,191 @@
+"""Conformance: every verified family follows the one withdrawal rule, checked against
+reference.py (the unmodified model in eager mode with the withdrawn key columns masked in
+layers >= K, non-attention mixers fed the kept rows only), never against the engine itself.
+
+Each family is built tiny from its own transformers config class (families.py); a family whose
+classes the installed transformers lacks is skipped with the missing class named. Every
+equality comes with a check that withdrawal moved the logits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import families as F
+import pytest
+import reference as R
+import torch
+
+import vtwcli
+from vtwcli.archs import VERIFIED, records
+from vtwcli.errors import UnsupportedModelError
+
+torch.set_num_threads(1)
+N = 4  # decoder layers of every tiny model
+ATOL = 2e-4
+MOVES = 0.25  # withdrawal must move the logits by more than this
+
+VERIFIED_TYPES = [r.model_type for r in records() if r.status == VERIFIED and r.model_type in F.FAMILIES]
+FAMS = [pytest.param(t, id=t) for t in VERIFIED_TYPES]
+ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
+
+
+@functools.lru_cache(maxsize=8)
+def _model(model_type: str, attn: str):
+    return F.build(model_type, attn, num_layers=N)
+
+
+def model(model_type: str, attn: str = "eager"):
+    reason = F.missing(F.FAMILIES[model_type])
+    if reason:
+        pytest.skip(reason)
+    return _model(model_type, attn)
+
+
+def ks(model_type: str) -> list[int]:
+    """Two values of K: the smallest the family allows and N - 1."""
+    fam = F.FAMILIES[model_type]
+    return sorted({fam.min_k, N - 1})
+
+
+# generated tokens never take a special id (a placeholder in a cache-free prompt would be an image)
+SUPPRESS = list(range(F.TEXT_HIGH, F.VOCAB))
+
+
+def _gen(m, batch, n, **kw):
+    return m.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False, return_dict_in_generate=True,
+                      suppress_tokens=SUPPRESS, **kw)
+
+
+def _ref(model_type, batch, k, drop):
+    fam = F.FAMILIES[model_type]
+    return R.reference_logits(model(model_type, "eager"), batch, k, drop, mixers=fam.mixers, deepstack=fam.deepstack)
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_k_equals_n_is_bit_identical(mt, attn):
+    m = model(mt, attn)
+    batch = F.inputs(m, rows=(0, 1))
+    base = m(**batch).logits
+    base_tokens = _gen(m, batch, 3).sequences
+    with vtwcli.withdraw(m, k=N):
+        got = m(**batch).logits
+        tokens = _gen(m, batch, 3).sequences
+    assert torch.equal(got, base)
+    assert torch.equal(tokens, base_tokens)
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_prefill_logits_match_the_reference_at_two_ks(mt, attn):
+    m = model(mt, attn)
+    batch = F.inputs(m, rows=(1,))
+    vision = F.vision_mask(batch)
+    full = _ref(mt, batch, N, None)
+    # the reference without withdrawal is the model itself
+    torch.testing.assert_close(m(**batch).logits, full, atol=ATOL, rtol=0)
+    for k in ks(mt):
+        expected = _ref(mt, batch, k, vision)
+        with vtwcli.withdraw(m, k=k) as handle:
+            got = m(**batch).logits  # [1, T, V]: the kept rows
+        kept = ~vision[0]
+        assert handle.last_prefill.kept == [int(kept.sum())]
+        torch.testing.assert_close(got[0], expected[0, kept], atol=ATOL, rtol=0, msg=f"K={k}")
+        moved = (expected[0, -1] - full[0, -1]).abs().max()
+        assert moved > MOVES, f"K={k}: withdrawal moved the last logits by only {moved:.3g}"
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_cached_greedy_generation_matches_cache_free_reference(mt, attn):
+    m = model(mt, attn)
+    k = F.FAMILIES[mt].min_k
+    batch = F.inputs(m, rows=(0,))
+    vision = F.vision_mask(batch)
+    prompt_len, n_vision = vision.shape[1], int(vision.sum())
+    steps = 6
+    expected, cur = [], batch
+    for _ in range(steps):
+        drop = torch.cat([vision, vision.new_zeros(1, cur["input_ids"].shape[1] - prompt_len)], 1)
+        expected.append(int(_ref(mt, cur, k, drop)[0, -1, : F.TEXT_HIGH].argmax()))
+        cur = R.extend(cur, expected[-1], **F.extend_kwargs(mt))
+    with vtwcli.withdraw(m, k=k):
+        out = _gen(m, batch, steps)
+    assert out.sequences[0, prompt_len:].tolist() == expected
+
+    # the cache of every attention layer >= K holds no vision position; layers < K hold all
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    seen = steps - 1  # the last generated token is never fed back
+    types = R.layer_types(m)
+    checked = 0
+    for i, layer in enumerate(cache.layers):
+        if types[i] in ("linear_attention", "conv") or not hasattr(layer, "get_seq_length"):
+            continue
+        want = prompt_len + seen if i < k else prompt_len - n_vision + seen
+        assert layer.get_seq_length() == want, f"layer {i}: {layer.get_seq_length()} positions, expected {want}"
+        if i >= k and types[i] == "full_attention":
+            assert layer.keys.shape[-2] == want
+        checked += int(i >= k)
+    assert checked > 0, "no attention layer after K was checked"
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_each_row_of_a_left_padded_batch_equals_that_prompt_alone(mt, attn):
+    m = model(mt, attn)
+    k = F.FAMILIES[mt].min_k
+    variants = (0, 1, 2)
+    batch = F.inputs(m, rows=variants)
+    assert len(set(batch["attention_mask"].sum(1).tolist())) == len(variants)
+    base = m(**batch).logits[:, -1]
+    with vtwcli.withdraw(m, k=k) as handle:
+        logits = m(**batch).logits[:, -1]
+        seqs = _gen(m, batch, 4).sequences
+        kept = handle.last_prefill.kept
+        for b, v in enumerate(variants):
+            alone = F.inputs(m, rows=(v,))
+            torch.testing.assert_close(logits[b], m(**alone).logits[0, -1], atol=ATOL, rtol=0)
+            assert handle.last_prefill.kept == [kept[b]]
+            new_alone = _gen(m, alone, 4).sequences[0, alone["input_ids"].shape[1]:]
+            assert seqs[b, batch["input_ids"].shape[1]:].tolist() == new_alone.tolist()
+    assert (logits - base).abs().max() > MOVES
+
+
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_rand_follows_the_same_rule_with_its_kept_set(mt):
+    m = model(mt, "sdpa")
+    k = F.FAMILIES[mt].min_k
+    batch = F.inputs(m, rows=(2,))
+    with vtwcli.withdraw(m, k=k, method="rand", seed=3) as handle:
+        got = m(**batch).logits
+    keep = handle.last_prefill.keep_mask.to(batch["input_ids"].device)
+    expected = _ref(mt, batch, k, ~keep)
+    torch.testing.assert_close(got[0], expected[0, keep[0]], atol=ATOL, rtol=0)
+    assert (expected[0, -1] - _ref(mt, batch, N, None)[0, -1]).abs().max() > MOVES
+
+
+def test_every_family_is_verified_here_or_refused_with_a_reason():
+    legacy = {"llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "video_llava", "internvl"}  # tests/engine/test_engine.py
+    for rec in records():
+        if rec.status == VERIFIED:
+            assert rec.model_type in F.FAMILIES or rec.model_type in legacy, f"{rec.model_type}: verified by no test"
+        else:
+            assert rec.refusal and "\n" not in rec.refusal
+
+
+@pytest.mark.parametrize("rec", [pytest.param(r, id=r.model_type) for r in records() if r.status != VERIFIED])
+def test_a_refused_family_is_refused_with_its_reason(rec):
+    class Stub(torch.nn.Module):
+        pass
+
+    stub = Stub()
+    stub.config = type("Cfg", (), {"model_type": rec.model_type})()
+    with pytest.raises(UnsupportedModelError, match="not supported") as err:
+        vtwcli.withdraw(stub, k=1).__enter__()
+    assert rec.refusal in str(err.value)
