@@ -152,8 +152,6 @@ def _read_id(config, attr: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-_PENDING = "not verified yet: the conformance suite does not build this family, so the engine refuses it"
-
 _LLAMA4_REFUSAL = (
     "its forward fails inside transformers 5.24 itself, so withdrawal cannot be verified against the "
     "unmodified model (once it runs: its rotary input is one complex tensor and its NoPE layers' attention "
@@ -207,7 +205,6 @@ _RECORDS: dict[str, ArchRecord] = {
             "gemma3", "Gemma 3", "Gemma3ForConditionalGeneration", "image_token_index",
             block_input="token_type_ids", block_values=(1,), block_rule="runs",
             notes="sliding-window layers (the window counts original positions); bidirectional image blocks",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "gemma4", "Gemma 4", "Gemma4ForConditionalGeneration", "image_token_id", "video_token_id",
@@ -226,12 +223,10 @@ _RECORDS: dict[str, ArchRecord] = {
         ArchRecord(
             "idefics3", "Idefics3", "Idefics3ForConditionalGeneration", "image_token_id",
             text_model_attr="text_model", notes="crops with marker tokens; the decoder is model.text_model",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "smolvlm", "SmolVLM", "SmolVLMForConditionalGeneration", "image_token_id",
             text_model_attr="text_model", notes="crops with marker tokens; the decoder is model.text_model",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "mistral3", "Mistral 3", "Mistral3ForConditionalGeneration", "image_token_index",
@@ -246,17 +241,14 @@ _RECORDS: dict[str, ArchRecord] = {
             block_input="token_type_ids", block_values=(0,), block_rule="single", blocks_first_call_only=True,
             window_over_blocks=False,
             notes="prefix-LM: the text prefix that remains stays bidirectional after withdrawal",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "aya_vision", "Aya Vision", "AyaVisionForConditionalGeneration", "image_token_index",
             notes="Cohere 2 decoder with sliding-window layers",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "lfm2_vl", "LFM2-VL", "Lfm2VlForConditionalGeneration", "image_token_id",
             notes="hybrid decoder: short-convolution layers run on the kept tokens only",
-            refusal=_PENDING,
         ),
         ArchRecord(
             "kimi_k25", "Kimi-K2.5", "Kimi_K25ForConditionalGeneration", "image_token_id", "video_token_id",

@@ -98,6 +98,7 @@ class EngineHandle:
     _call: _Call | None = field(default=None, repr=False)
     _call_vision: torch.Tensor | None = field(default=None, repr=False)
     _call_blocks: torch.Tensor | None = field(default=None, repr=False)
+    _call_mask2d: torch.Tensor | None = field(default=None, repr=False)
     _prefill_pending: bool = field(default=False, repr=False)
     _timeline: _Timeline | None = field(default=None, repr=False)
     _scores: torch.Tensor | None = field(default=None, repr=False)
@@ -115,6 +116,7 @@ class EngineHandle:
             h.remove()
         self._hooks.clear()
         self._call = self._timeline = self._scores = self._call_vision = self._call_blocks = None
+        self._call_mask2d = None
         if getattr(self.model, _ATTR, None) is self:
             delattr(self.model, _ATTR)
 
@@ -129,6 +131,10 @@ class EngineHandle:
         cache = _cache_from(kwargs)
         past = _past_length(cache)
         self._call_blocks = self.arch.blocks(kwargs, first_call=past == 0 or _has_pixels(kwargs))
+        # the caller's 2D padding mask over the full timeline: some families hand the decoder 4D
+        # masks sized against a layer that may be >= K, which cannot say which tokens are real
+        mask = kwargs.get("attention_mask")
+        self._call_mask2d = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         if past > 0:
             if _has_pixels(kwargs):
                 raise UsageError(
@@ -166,7 +172,12 @@ class EngineHandle:
             embeds = module.get_input_embeddings()(kwargs.get("input_ids", args[0] if args else None))
         batch, length = embeds.shape[:2]
         past = _past_length(cache)
-        valid = _validity(kwargs.get("attention_mask"), batch, length, past, embeds.device)
+        given = kwargs.get("attention_mask")
+        base_mask, self._call_mask2d = self._call_mask2d, None
+        if not (isinstance(given, torch.Tensor) and given.dim() == 2) and base_mask is not None:
+            if base_mask.shape[0] == batch and base_mask.shape[1] >= length:
+                given = base_mask
+        valid = _validity(given, batch, length, past, embeds.device)
         vision = self._call_vision if self._prefill_pending else None
         if vision is not None and vision.shape != (batch, length):
             vision = None
@@ -388,14 +399,19 @@ def _has_pixels(kwargs) -> bool:
 def _validity(mask, batch: int, length: int, past: int, device) -> torch.Tensor:
     """Which of this call's tokens are real, from whatever mask the decoder was given."""
     if isinstance(mask, dict):
-        mask = mask.get("full_attention", next(iter(mask.values()), None))
+        # the widest one covers the whole timeline (a sliding or withdrawn layer's is shorter)
+        tensors = [m for m in mask.values() if isinstance(m, torch.Tensor)]
+        mask = max(tensors, key=lambda m: m.shape[-1]) if tensors else None
     if mask is None or not isinstance(mask, torch.Tensor):
         return torch.ones(batch, length, dtype=torch.bool, device=device)
     if mask.dim() == 2:
         return mask[:, -length:].to(device=device, dtype=torch.bool)
     # a prepared 4D mask (static cache): token j is real iff it may attend to itself
     rows = torch.arange(length, device=mask.device)
-    diag = mask[:, 0, rows, past + rows]
+    kv = mask.shape[-1]
+    # this call's keys sit at past + rows (dynamic or static cache), or last in a shorter window
+    cols = past + rows if kv >= past + length else kv - length + rows
+    diag = mask[:, 0, rows if mask.shape[-2] == length else rows - length + mask.shape[-2], cols]
     ok = diag if diag.dtype == torch.bool else diag == 0
     return ok.expand(batch, length).to(device)
 

@@ -46,6 +46,7 @@ class Family:
     extra_text: dict = field(default_factory=dict)
     deepstack: bool = False
     mixers: tuple[str, ...] = ()  # attribute names of non-attention mixers in a decoder layer
+    no_attn: dict = field(default_factory=dict)  # attention implementation -> why the family cannot run it
 
 
 def missing(fam: Family) -> str | None:
@@ -131,6 +132,52 @@ def _row_mistral3(model, variant, gen):
     for r in range(rows):
         seg += [IMAGE_ID] * cols + ([BREAK_ID] if r < rows - 1 else [END_ID])
     return [seg], {"pixel_values": [pix], "image_sizes": [image_sizes]}
+
+
+def _row_images(model, variant, gen, per_image_markers=True):
+    """One or two images of the model's tile size (Gemma 3, PaliGemma, Aya Vision)."""
+    n_img = 1 + variant % 2
+    size = model.config.vision_config.image_size
+    pix = torch.randn(n_img, 3, size, size, generator=gen)
+    feats = _pooled(model.model.get_image_features(pixel_values=pix))
+    feats = feats if isinstance(feats, (list, tuple)) else [feats]
+    # one row per placeholder, whatever layout this transformers release returns them in
+    hidden = model.config.get_text_config(decoder=True).hidden_size
+    per = [sum(f.numel() for f in feats) // hidden // n_img] * n_img
+    segs = [([START_ID] if per_image_markers else []) + [IMAGE_ID] * c + ([END_ID] if per_image_markers else [])
+            for c in per]
+    return segs, {"pixel_values": [pix]}
+
+
+def _row_idefics(model, variant, gen):
+    """Idefics3 / SmolVLM: an image split into 1..3 crops, each wrapped in marker tokens."""
+    crops = 1 + variant % 3
+    size = model.config.vision_config.image_size
+    pix = torch.randn(1, crops, 3, size, size, generator=gen)
+    mask = torch.ones(1, crops, size, size, dtype=torch.bool)
+    out = model.model.get_image_features(pixel_values=pix, pixel_attention_mask=mask)
+    per = _count(_pooled(out))
+    n = sum(per) // crops
+    seg = []
+    for _ in range(crops):
+        seg += [START_ID] + [IMAGE_ID] * n + [END_ID]
+    return [seg], {"pixel_values": [pix], "pixel_attention_mask": [mask]}
+
+
+def _row_lfm2_vl(model, variant, gen):
+    """LFM2-VL (SigLIP2 NaFlex): patch grids of different shapes, padded to the most patches."""
+    grids = [(4, 8), (8, 8), (8, 4), (4, 4)]
+    gh, gw = grids[variant % len(grids)]
+    p = model.config.vision_config.patch_size
+    most = 64
+    pix = torch.zeros(1, most, 3 * p * p)
+    pix[0, : gh * gw] = torch.randn(gh * gw, 3 * p * p, generator=gen)
+    mask = torch.zeros(1, most, dtype=torch.bool)
+    mask[0, : gh * gw] = True
+    shapes = torch.tensor([[gh, gw]])
+    n = (gh // 2) * (gw // 2)
+    return [[START_ID] + [IMAGE_ID] * n + [END_ID]], {
+        "pixel_values": [pix], "pixel_attention_mask": [mask], "spatial_shapes": [shapes]}
 
 
 # ------------------------------------------------------------------ configs
@@ -239,6 +286,71 @@ def _kimi_config(num_layers):
     )
 
 
+def _siglip(image_size, patch=7, model_type="siglip_vision_model"):
+    return dict(model_type=model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, image_size=image_size, patch_size=patch)
+
+
+def _gemma3_types(num_layers):
+    pattern = ["sliding_attention", "sliding_attention", "full_attention"]
+    return [pattern[i % 3] for i in range(num_layers)]
+
+
+def _gemma3_config(num_layers):
+    text = dict(TEXT, model_type="gemma3_text", num_hidden_layers=num_layers, layer_types=_gemma3_types(num_layers),
+                sliding_window=WINDOW, query_pre_attn_scalar=16)
+    return _cls("Gemma3Config")(
+        text_config=text, vision_config=_siglip(56), mm_tokens_per_image=16,
+        image_token_index=IMAGE_ID, boi_token_index=START_ID, eoi_token_index=END_ID, tie_word_embeddings=False,
+    )
+
+
+def _paligemma_config(num_layers):
+    # PaliGemma 2: a Gemma 2 decoder, sliding-window layers interleaved with global ones
+    text = dict(TEXT, model_type="gemma2", num_hidden_layers=num_layers, sliding_window=WINDOW,
+                query_pre_attn_scalar=16,
+                layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)])
+    return _cls("PaliGemmaConfig")(
+        text_config=text, vision_config=_siglip(28), image_token_index=IMAGE_ID, projection_dim=64,
+        vocab_size=VOCAB, hidden_size=64, tie_word_embeddings=False,
+    )
+
+
+def _aya_config(num_layers):
+    text = dict(TEXT, model_type="cohere2", num_hidden_layers=num_layers, sliding_window=WINDOW,
+                layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"][:num_layers])
+    return _cls("AyaVisionConfig")(
+        text_config=text, vision_config=_siglip(56), image_token_index=IMAGE_ID, downsample_factor=2,
+        vision_feature_select_strategy="full", tie_word_embeddings=False,
+    )
+
+
+def _idefics_config(num_layers, smol=False):
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                  patch_size=7)
+    cls = _cls("SmolVLMConfig" if smol else "Idefics3Config")
+    return cls(
+        text_config=dict(TEXT, model_type="llama", num_hidden_layers=num_layers),
+        vision_config=vision, image_token_id=IMAGE_ID, scale_factor=2, tie_word_embeddings=False,
+    )
+
+
+def _lfm2_types(num_layers):
+    return ["full_attention" if i % 2 == 0 else "conv" for i in range(num_layers)]
+
+
+def _lfm2_vl_config(num_layers):
+    text = dict(TEXT, model_type="lfm2", num_hidden_layers=num_layers, layer_types=_lfm2_types(num_layers),
+                conv_L_cache=3, block_auto_adjust_ff_dim=False)
+    text.pop("head_dim")
+    return _cls("Lfm2VlConfig")(
+        text_config=text,
+        vision_config=dict(model_type="siglip2_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=2, num_attention_heads=2, patch_size=4, num_patches=64),
+        image_token_id=IMAGE_ID, downsample_factor=2, projector_hidden_size=32, tie_word_embeddings=False,
+    )
+
+
 FAMILIES: dict[str, Family] = {}
 
 
@@ -264,6 +376,18 @@ _add(
            _row_anyres),
     Family("mistral3", "Mistral3Config", "Mistral3ForConditionalGeneration", _mistral3_config, _row_mistral3),
     Family("kimi_k25", "Kimi_K25Config", "Kimi_K25ForConditionalGeneration", _kimi_config, _row_kimi),
+    Family("gemma3", "Gemma3Config", "Gemma3ForConditionalGeneration", _gemma3_config, _row_images,
+           layer_types=_gemma3_types),
+    Family("paligemma", "PaliGemmaConfig", "PaliGemmaForConditionalGeneration", _paligemma_config,
+           lambda m, v, g: _row_images(m, v, g, per_image_markers=False),
+           no_attn={"sdpa": "transformers' Gemma 2 decoder (PaliGemma 2) has no sdpa implementation"}),
+    Family("aya_vision", "AyaVisionConfig", "AyaVisionForConditionalGeneration", _aya_config,
+           lambda m, v, g: _row_images(m, v, g)),
+    Family("idefics3", "Idefics3Config", "Idefics3ForConditionalGeneration", _idefics_config, _row_idefics),
+    Family("smolvlm", "SmolVLMConfig", "SmolVLMForConditionalGeneration", lambda n: _idefics_config(n, smol=True),
+           _row_idefics),
+    Family("lfm2_vl", "Lfm2VlConfig", "Lfm2VlForConditionalGeneration", _lfm2_vl_config, _row_lfm2_vl,
+           layer_types=_lfm2_types, mixers=("conv",)),
 )
 
 
@@ -320,7 +444,12 @@ def inputs(model, rows=(0,), seed: int = 0) -> dict:
             # Pixtral: images of different sizes are padded to the largest (image_sizes says what is real)
             hmax, wmax = max(x.shape[-2] for x in v), max(x.shape[-1] for x in v)
             v = [torch.nn.functional.pad(x, (0, wmax - x.shape[-1], 0, hmax - x.shape[-2])) for x in v]
-        if k == "pixel_values" and v[0].dim() == 5:
+        if k in ("pixel_values", "pixel_attention_mask") and v[0].dim() >= 4 and len({x.shape[1] for x in v}) > 1 \
+                and model.config.model_type in ("idefics3", "smolvlm"):
+            # Idefics3 / SmolVLM: rows with fewer crops are padded with all-zero crops
+            most = max(x.shape[1] for x in v)
+            v = [torch.cat([x, x.new_zeros(x.shape[0], most - x.shape[1], *x.shape[2:])], 1) for x in v]
+        elif k == "pixel_values" and v[0].dim() == 5:
             most = max(x.shape[1] for x in v)
             v = [torch.cat([x, x.new_zeros(x.shape[0], most - x.shape[1], *x.shape[2:])], 1) for x in v]
         out[k] = torch.cat(v, 0)
@@ -328,8 +457,10 @@ def inputs(model, rows=(0,), seed: int = 0) -> dict:
     mm[input_ids == IMAGE_ID] = 1
     mm[input_ids == VIDEO_ID] = 2
     out["mm_token_type_ids"] = mm
-    if fam.model_type in ("gemma3", "paligemma"):
-        out["token_type_ids"] = (input_ids == IMAGE_ID).long()
+    if fam.model_type == "gemma3":
+        out["token_type_ids"] = (input_ids == IMAGE_ID).long()  # image tokens are type 1
+    if fam.model_type == "paligemma":
+        out["token_type_ids"] = torch.zeros_like(input_ids)  # the whole prompt is the prefix (type 0)
     import inspect
 
     accepted = inspect.signature(model.forward).parameters
@@ -344,4 +475,5 @@ def vision_mask(batch) -> torch.Tensor:
 
 def extend_kwargs(model_type: str) -> dict:
     """How a generated token is typed when a cache-free reference appends it."""
-    return {}
+    # PaliGemma: generated tokens are the suffix (type 1), which attends causally
+    return {"token_type": 1} if model_type == "paligemma" else {}
