@@ -60,3 +60,11 @@ def test_models_and_datasets_json_to_a_file_or_stdout(tmp_path):
     res = cli.invoke(app, ["datasets", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert any(r["task"] == "shapes" for r in json.loads(out.read_text()))
+
+
+def test_k_zero_reads_the_same_in_run_and_bench():
+    run = cli.invoke(app, ["run", "--k", "0", "--prompt", "x"])
+    bench = cli.invoke(app, ["bench", "--k", "0"])
+    assert run.exit_code == bench.exit_code == 2
+    assert run.output == bench.output
+    assert run.output.startswith("error: --k must be at least 1") and run.output.count("\n") == 1

@@ -36,7 +36,7 @@ from vtwcli.bench.memory import MemoryMeter, SampleMemory
 from vtwcli.bench.paired import paired_block
 from vtwcli.bench.result import BenchResult, MethodRow
 from vtwcli.bench.timing import Stat, StepClock, model_devices
-from vtwcli.errors import KOutOfRangeError, UsageError
+from vtwcli.errors import KOutOfRangeError, UsageError, k_below_one
 
 METHODS = ("baseline", "fastv", "vtw", "rand")
 DEFAULT_METHODS = ("baseline", "fastv", "vtw")
@@ -219,9 +219,9 @@ def plan(
     _check_positive("--warmup", warmup, allow_zero=True)
     _check_positive("--prompt-words", prompt_words)
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise KOutOfRangeError(f"--k must be a positive integer (a layer count), got {k!r}")
+        raise k_below_one("--k", k)
     if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
-        raise KOutOfRangeError(f"--fastv-k must be a positive integer, got {fastv_k!r}")
+        raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
         raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
     if random_init and (data is not None or data_path is not None):
