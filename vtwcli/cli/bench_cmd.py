@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+from vtwcli.cli.options import (
+    attn_option,
+    device_map_option,
+    device_option,
+    dtype_option,
+    force_option,
+    memory_check,
+)
 
 _HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
 
@@ -71,8 +78,11 @@ def register(app: typer.Typer) -> None:
         device: str = device_option(),
         attn: str = attn_option(),
         device_map: str = device_map_option(),
+        force: bool = force_option(),
     ) -> None:
-        _run(**locals())
+        args = dict(locals())
+        with memory_check(args.pop("force")):
+            _run(**args)
 
 
 def _run(

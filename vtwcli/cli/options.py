@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 
 
@@ -21,3 +23,18 @@ def device_map_option():
     return typer.Option(
         None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."
     )
+
+
+def force_option():
+    return typer.Option(
+        False, "--force", help="Load the model even when the memory estimate says it does not fit the device."
+    )
+
+
+def memory_check(force: bool):
+    """What --force does: the loads inside skip the memory estimate (vtwcli.models.memory)."""
+    if not force:
+        return contextlib.nullcontext()
+    from vtwcli.models.memory import no_memory_check
+
+    return no_memory_check()

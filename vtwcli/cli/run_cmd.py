@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+from vtwcli.cli.options import (
+    attn_option,
+    device_map_option,
+    device_option,
+    dtype_option,
+    force_option,
+    memory_check,
+)
 
 EXAMPLES = """
 Examples (no downloads: the bundled testbed answers when no model is named):
@@ -79,8 +86,11 @@ def register(app: typer.Typer) -> None:
             None, "--json", help="With --prompt: write the answer as a JSON object to this file ('-' for stdout)."
         ),
         device_map: str = device_map_option(),
+        force: bool = force_option(),
     ) -> None:
-        _run(**locals())
+        args = dict(locals())
+        with memory_check(args.pop("force")):
+            _run(**args)
 
 
 def _run(

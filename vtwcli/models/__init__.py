@@ -6,6 +6,7 @@ any registered model from its shipped config with random weights and no download
 """
 
 from vtwcli.models.loading import LoadedModel, config_from_dict, from_config, load_model
+from vtwcli.models.memory import no_memory_check
 from vtwcli.models.registry import (
     SPECS,
     ModelSpec,
@@ -23,6 +24,7 @@ __all__ = [
     "config_from_dict",
     "from_config",
     "load_model",
+    "no_memory_check",
     "resolve",
     "shipped_config_dict",
     "shipped_num_layers",

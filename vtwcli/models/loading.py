@@ -247,6 +247,8 @@ def load_model(
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, Any] | None = None,
     offload_folder: str | None = None,
+    force: bool = False,
+    context_tokens: int | None = None,
 ) -> LoadedModel:
     """Load ``name`` (alias, hub id or directory; default the bundled testbed).
 
@@ -258,6 +260,11 @@ def load_model(
     explicit {module name: device} dict) places the layers over several devices with
     accelerate, for a model larger than one device; ``max_memory`` and ``offload_folder``
     are passed on (CPU and disk offload). ``LoadedModel.device`` is then where inputs go.
+
+    Before anything is built or read, the weights (counted on the meta device) plus the KV cache
+    of ``context_tokens`` tokens are compared with the device's free memory, and a model that
+    would not fit is refused with one line saying what to do (:mod:`vtwcli.models.memory`);
+    ``force=True`` skips that check.
     """
     resolved = resolve(name)
     _check_device_map(device_map, random_init)
@@ -271,12 +278,17 @@ def load_model(
         )
     if random_init:
         config = _config_for_random(resolved, revision)
+        _check_memory(config, resolved, dt, dev, force, context_tokens, random_init=True)
         processor, synthetic = _processor_for_random(resolved, revision)
         return from_config(
             config, processor=processor, alias=resolved.alias, model_id=resolved.model_id, dtype=dt,
             device=dev, attn=attn, synthetic_processor=synthetic, revision=revision,
         )
     source = _weights_source(resolved, revision)
+    if device_map is None:
+        config = _cached_config(source, resolved, revision)
+        if config is not None:
+            _check_memory(config, resolved, dt, dev, force, context_tokens, random_init=False)
     placement = None
     if device_map is not None:
         placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
@@ -285,6 +297,28 @@ def load_model(
     if placement is not None:
         dev = input_device(model)
     return _wrap(model, processor, resolved.alias, resolved.model_id, dev, dt, attn, False, False, revision)
+
+
+def _check_memory(config, resolved: Resolved, dtype: str, device: str, force: bool, context_tokens, random_init):
+    from vtwcli.models.memory import DEFAULT_CONTEXT_TOKENS, check_fits
+
+    check_fits(
+        config, name=resolved.alias or resolved.model_id, dtype=dtype, device=device,
+        context_tokens=context_tokens or DEFAULT_CONTEXT_TOKENS, force=force, random_init=random_init,
+    )  # fmt: skip
+
+
+def _cached_config(source: str, resolved: Resolved, revision):
+    """The model's config from disk (a directory or the local cache), or None: never a download."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if revision and resolved.local_dir is None:
+        kwargs["revision"] = revision
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError):
+        return None
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
