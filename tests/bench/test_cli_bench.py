@@ -74,7 +74,7 @@ def test_k_equal_to_n_agrees_with_baseline_everywhere(tmp_path):
         (["--methods", "baseline,fastvv"], "unknown method 'fastvv'"),
         (["--methods", ","], "no method given"),
         (["--limit", "0"], "--limit must be at least 1"),
-        (["--k", "0"], "--k must be a positive integer"),
+        (["--k", "0"], "--k must be at least 1"),
         (["--k", "99"], "--k=99 is outside 1.."),
         (["--fastv-k", "99"], "--fastv-k=99 is outside 1.."),
         (["--fastv-ratio", "1.5"], "--fastv-ratio"),
