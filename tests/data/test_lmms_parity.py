@@ -523,3 +523,53 @@ def test_videomme_accuracy_and_per_duration():
     s = task.score(recs, ["C", "Best option: C", "(C)", "Answer: C"])
     assert s == {"accuracy": 50.0, "accuracy/long": 0.0, "accuracy/medium": 100.0, "accuracy/short": 50.0, "n": 4.0}
     assert not math.isnan(s["accuracy"])
+
+
+# ==== the judge through `vtw bench` =============================================================
+
+def test_vtw_bench_mmbench_sends_unreadable_replies_to_the_judge(tmp_path):
+    import json
+
+    import builders as b
+    from typer.testing import CliRunner
+
+    from vtwcli.cli import app
+
+    # Two questions without circular copies (so every unreadable reply reaches the judge), both
+    # answered B; the judge always says "B". The bundled testbed replies with colour and count
+    # words, which the rule cannot read for these options.
+    rows = [b._mmb(i, "How many legs has a spider?", None, {"A": "six", "B": "eight", "C": None, "D": None}, "B")
+            for i in range(2)]
+    path = b.save_dict(rows, tmp_path / "m", "dev")
+    out = tmp_path / "out.json"
+    with FakeChatServer(lambda prompt: "B") as server:
+        res = CliRunner().invoke(app, [
+            "bench", "--data", "mmbench", "--data-path", str(path), "--limit", "2", "--max-new-tokens", "3",
+            "--device", "cpu", "--warmup", "0", "--methods", "baseline", "--judge-url", server.url, "--judge-model", "judge",
+            "--json", str(out)], env={"HF_HUB_OFFLINE": "1", "COLUMNS": "250", "OPENAI_API_KEY": "sk-test"})
+        requests = list(server.requests)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    metrics = data["rows"][0]["metrics"]
+    assert metrics["needs_judge"] >= 1, "the testbed's replies were readable: the judge was not exercised"
+    assert metrics["judged"] == metrics["needs_judge"] and len(requests) == metrics["judged"]
+    assert metrics["unparsed"] == 0.0
+    # a judged reply is right (the judge says B); a readable one counts as the rule reads it
+    assert metrics["circular_accuracy"] >= 50.0 * metrics["judged"]
+    assert all(r["body"]["model"] == "judge" and r["auth"] == "Bearer sk-test" for r in requests)
+    assert data["task"]["judge"] == {"url": server.url, "model": "judge"}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data", "mmbench", "--judge-url", "http://127.0.0.1:9/v1"], "both --judge-url and --judge-model"),
+    (["--data", "sqa", "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m"], "--data mmbench only"),
+    (["--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m"], "--data mmbench only"),
+])
+def test_vtw_bench_judge_options_bad_input_is_one_line(args, needle):
+    from typer.testing import CliRunner
+
+    from vtwcli.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "--limit", "1", "--device", "cpu", *args], env={"HF_HUB_OFFLINE": "1"})
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and "Traceback" not in res.output

@@ -145,6 +145,8 @@ class BenchPlan:
     image_size: tuple[int, int] = SYNTHETIC_IMAGE_SIZE
     prompt_words: int = SYNTHETIC_PROMPT_WORDS
     device_map: str | None = None
+    judge_url: str | None = None  # MMBench: OpenAI-compatible judge for replies the rule cannot read
+    judge_model: str | None = None
 
     @property
     def needs_k(self) -> bool:
@@ -229,6 +231,15 @@ def plan(
             "--random-init measures speed and memory on synthetic inputs (random weights cannot "
             "answer questions); drop --data/--data-path, or drop --random-init to use real weights"
         )
+    judge_url, judge_model = rest.get("judge_url"), rest.get("judge_model")
+    if judge_url is not None or judge_model is not None:
+        if judge_url is None or judge_model is None:
+            raise UsageError("the MMBench judge needs both --judge-url and --judge-model")
+        if random_init or (data or "shapes").strip().lower() != "mmbench":
+            raise UsageError(
+                "--judge-url/--judge-model send MMBench replies lmms-eval's rule cannot read to a judge; "
+                "they apply to --data mmbench only"
+            )
     prof = None
     if profile is None and k is None and not random_init:
         from vtwcli.profiles import default_profile_path
@@ -358,7 +369,8 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
         from vtwcli.data import get_task
 
         name = p.task_name
-        the_task = get_task(name, path=p.data_path, split=p.split, limit=p.limit or DEFAULT_LIMIT, seed=p.seed)
+        judge = {"judge_url": p.judge_url, "judge_model": p.judge_model} if p.judge_url else {}
+        the_task = get_task(name, path=p.data_path, split=p.split, limit=p.limit or DEFAULT_LIMIT, seed=p.seed, **judge)
         if len(the_task) == 0:
             raise UsageError(f"task {name!r} gave no samples to benchmark; check --data-path/--split")
         # Images and videos are decoded per sample when it runs (MME, AI2D are gigabytes).
@@ -379,6 +391,8 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
             "samples": len(samples),
             "has_answers": any(r.answer is not None for r in the_task.records),
         }
+        if p.judge_url:
+            task_info["judge"] = {"url": p.judge_url, "model": p.judge_model}
     tok = loaded.tokenizer
     if getattr(tok, "pad_token_id", None) is not None:
         gen["pad_token_id"] = tok.pad_token_id
@@ -630,6 +644,8 @@ def bench(
     device_map: str | None = None,
     dist: Any = None,
     min_new_tokens: int | None = None,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand``) on the same samples.
 
@@ -644,6 +660,8 @@ def bench(
     samples on its own device; rank 0 gathers them and returns the result over the union
     (every sample scored once; latencies pooled, and per rank in ``MethodRow.per_rank``);
     the other ranks return None. ``device_map="auto"`` spreads one model over the devices.
+    ``judge_url``/``judge_model`` (MMBench only): an OpenAI-compatible endpoint that reads the
+    replies lmms-eval's rule cannot read, as lmms-eval's GPT judge does (docs/datasets.md).
     """
     p = plan(
         model, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k, fastv_ratio=fastv_ratio,
@@ -651,6 +669,7 @@ def bench(
         warmup=warmup, dtype=dtype,
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
+        judge_url=judge_url, judge_model=judge_model,
     )  # fmt: skip
 
     from vtwcli.distributed import context, run_sharded

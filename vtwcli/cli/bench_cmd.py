@@ -79,6 +79,12 @@ def register(app: typer.Typer) -> None:
         attn: str = attn_option(),
         device_map: str = device_map_option(),
         force: bool = force_option(),
+        judge_url: str = typer.Option(
+            None, "--judge-url",
+            help="MMBench: OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) that reads the replies "
+            "lmms-eval's rule cannot, as its GPT judge does. Key from $OPENAI_API_KEY. Needs vtwcli[judge].",
+        ),
+        judge_model: str = typer.Option(None, "--judge-model", help="MMBench: the judge's model name."),
     ) -> None:
         args = dict(locals())
         with memory_check(args.pop("force")):
@@ -88,6 +94,7 @@ def register(app: typer.Typer) -> None:
 def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
+    judge_url=None, judge_model=None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -146,6 +153,7 @@ def _run(
                 min_new_tokens=min_new_tokens,
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
+                judge_url=judge_url, judge_model=judge_model,
             )
     finally:
         if hf_bars:
