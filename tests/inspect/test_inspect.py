@@ -99,7 +99,7 @@ def test_cli_json_to_stdout_is_clean_json():
     "args, message",
     [
         (["--k", "9"], "--k 9 is outside 1..6"),
-        (["--k", "0"], "--k must be a positive integer"),
+        (["--k", "0"], "--k must be at least 1"),
         (["--withdraw"], "--withdraw attaches the engine at K"),
         (["--k", "2", "--withdraw", "--method", "magic"], "--method must be one of"),
         (["--limit", "0"], "--samples must be a whole number >= 1"),

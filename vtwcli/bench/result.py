@@ -37,7 +37,7 @@ ROW_FIELDS = (
     "e2e_per_token_ratio_ci95", "new_tokens_mean", "kv_bytes_per_sample", "kv_ratio",
     "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
     "nvml_peak_bytes", "nvml_per_sample_bytes", "nvml_per_sample_ratio",
-    "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank",
+    "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank", "kind", "k_range",
 )  # fmt: skip
 
 
@@ -84,6 +84,8 @@ class MethodRow:
     # data-parallel runs: per rank {rank, device, samples, prefill_ms, decode_ms_per_token, e2e_ms};
     # the columns above pool every rank's samples
     per_rank: list[dict[str, Any]] | None = None
+    kind: str | None = None  # the method this row runs (``vtw`` for a row labelled ``vtw@4``)
+    k_range: list[int] | None = None  # random-k: K was drawn per sample from lo..hi
 
 
 @dataclass
@@ -190,6 +192,8 @@ class BenchResult:
         body = []
         for r in self.rows:
             k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if r.method == "fastv" else str(r.k))
+            if r.k_range:
+                k = f"{r.k_range[0]}..{r.k_range[1]}"
             body.append([
                 r.method if not r.error else f"{r.method} ({r.error.split(':')[0]})",
                 k,

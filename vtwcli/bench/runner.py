@@ -38,8 +38,16 @@ from vtwcli.bench.result import BenchResult, MethodRow
 from vtwcli.bench.timing import Stat, StepClock, model_devices
 from vtwcli.errors import KOutOfRangeError, UsageError, k_below_one
 
-METHODS = ("baseline", "fastv", "vtw", "rand")
+METHODS = ("baseline", "fastv", "vtw", "rand", "noimage", "white", "random-k")
 DEFAULT_METHODS = ("baseline", "fastv", "vtw")
+# The paper's ablations as rows (Tables 1 and 2): what each one runs.
+#   noimage   the prompt with its image removed: no vision tokens at all (Table 1a)
+#   white     the image replaced by a white one of the same size, withdrawn at K (Table 1b)
+#   random-k  VTW at a K drawn per sample from a range, seeded (Table 2's VTW†)
+#   rand      as many random prompt tokens dropped at K as there are vision tokens (Table 2's Rand)
+K_METHODS = ("vtw", "rand", "white")  # one row per K of a --k list
+ENGINE_OF = {"fastv": "fastv", "vtw": "vtw", "rand": "rand", "white": "vtw", "random-k": "vtw"}
+INPUTS_OF = {"noimage": "none", "white": "white"}  # every other row gets the sample's own image
 DEFAULT_LIMIT = 40  # task samples when --limit is not given (the testbed's task runs in about a minute)
 DEFAULT_SYNTHETIC_SAMPLES = 8
 DEFAULT_SYNTHETIC_NEW_TOKENS = 32
@@ -64,6 +72,7 @@ class MethodSpec:
     ratio: float | None = None
     seed: int = 0
     label: str | None = None
+    k_range: tuple[int, int] | None = None  # random-k: K drawn per sample from lo..hi (inclusive)
 
     @property
     def key(self) -> str:
@@ -72,16 +81,30 @@ class MethodSpec:
     @property
     def prunes(self) -> bool:
         """Whether this row must remove tokens from layers >= K (checked on every sample)."""
-        return self.name != "baseline"
+        return self.name in ENGINE_OF
+
+    @property
+    def inputs(self) -> str:
+        """Which version of the sample this row runs on: ``image``, ``none`` or ``white``."""
+        return INPUTS_OF.get(self.name, "image")
+
+    def at(self, index: int) -> MethodSpec:
+        """This row as run on sample ``index``: random-k draws its K there (the same on every rank)."""
+        if self.k_range is None:
+            return self
+        lo, hi = self.k_range
+        k = random.Random(self.seed * 1_000_003 + index).randint(lo, hi)
+        return MethodSpec(self.name, k=k, ratio=self.ratio, seed=self.seed, label=self.label)
 
     def engine(self, model):
-        """A context manager attaching this row's engine; yields its handle (None for the baseline)."""
-        if self.name == "baseline":
+        """A context manager attaching this row's engine; yields its handle (None without one)."""
+        if self.name not in ENGINE_OF:
             return contextlib.nullcontext()
         from vtwcli.engine import withdraw
 
-        kwargs: dict[str, Any] = {"method": self.name, "seed": self.seed}
-        if self.name == "fastv":
+        method = ENGINE_OF[self.name]
+        kwargs: dict[str, Any] = {"method": method, "seed": self.seed}
+        if method == "fastv":
             kwargs["ratio"] = self.ratio
         return withdraw(model, self.k, **kwargs)
 
@@ -110,6 +133,7 @@ class RunOutcome:
     kv_layer_tokens: list[int]
     memory: SampleMemory = field(default_factory=SampleMemory)
     kept_tokens: int | None = None  # tokens layers >= K saw (the engine's count); None for the baseline
+    k: int | None = None  # the K this run withdrew at (random-k draws one per sample)
     n_layers: int | None = None
     vision_start: int | None = None  # position of the first vision token in the (unpadded) prompt
 
@@ -127,6 +151,8 @@ class BenchPlan:
     data_path: str | None = None
     split: str | None = None
     k: int | None = None
+    ks: tuple[int, ...] | None = None  # a --k list: one row per K for vtw, rand and white
+    k_range: tuple[int, int] | None = None  # random-k's range (default: scaled from [8, 24] of 32 layers)
     profile: Any = None  # path as given (or the default profiles/<model>.yaml)
     prof: Any = None  # the loaded vtwcli.profiles.Profile
     task: str | None = None
@@ -150,7 +176,7 @@ class BenchPlan:
 
     @property
     def needs_k(self) -> bool:
-        return any(m in ("vtw", "rand") for m in self.methods)
+        return any(m in K_METHODS for m in self.methods)
 
     @property
     def task_name(self) -> str | None:
@@ -180,6 +206,69 @@ def _check_positive(name: str, value: int | None, allow_zero: bool = False) -> N
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         low = "0 or more" if allow_zero else "at least 1"
         raise UsageError(f"{name} must be an integer {low}, got {value!r}")
+
+
+def parse_k_list(value: Any) -> tuple[int, ...] | None:
+    """``--k``: one K, a list ("2,4,8,16"), a range ("1-6", inclusive) or a mix; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise KOutOfRangeError(f"--k must be a whole number (a layer count), got {value!r}")
+    if isinstance(value, int):
+        items: list[Any] = [value]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = []
+        for part in str(value).split(","):
+            part = part.strip()
+            lo, dash, hi = part.partition("-")
+            try:
+                a, b = (int(lo), int(hi)) if dash else (int(part), int(part))
+            except ValueError:
+                raise KOutOfRangeError(
+                    f"--k takes a layer count, a list or a range (16, 2,4,8,16 or 1-6), got {str(value)!r}"
+                ) from None
+            if b < a:
+                raise KOutOfRangeError(f"--k range {part!r} runs backwards; write it as {b}-{a}")
+            items.extend(range(a, b + 1))
+    if not items:
+        raise KOutOfRangeError("--k is empty; give a layer count, a list or a range (16, 2,4,8,16 or 1-6)")
+    for k in items:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise KOutOfRangeError(f"--k must be a whole number (a layer count), got {k!r}")
+        if k < 1:
+            raise k_below_one("--k", k)
+    dupes = sorted({k for k in items if items.count(k) > 1})
+    if dupes:
+        raise KOutOfRangeError(f"--k lists K={', '.join(map(str, dupes))} twice")
+    return tuple(items)
+
+
+def parse_k_range(value: Any) -> tuple[int, int] | None:
+    """random-k's ``--k-range`` ("8-24", inclusive); None stays None (the scaled default)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = value
+    else:
+        a, dash, b = str(value).partition("-")
+        try:
+            lo, hi = int(a), int(b)
+        except ValueError:
+            lo = hi = None
+        if not dash or lo is None:
+            raise KOutOfRangeError(f"--k-range takes two layer counts as lo-hi (such as 8-24), got {str(value)!r}")
+    if isinstance(lo, bool) or not isinstance(lo, int) or not isinstance(hi, int) or lo < 1 or hi < lo:
+        raise KOutOfRangeError(f"--k-range must be lo-hi with 1 <= lo <= hi, got {value!r}")
+    return (lo, hi)
+
+
+def default_k_range(n_layers: int) -> tuple[int, int]:
+    """The paper's VTW† range [8, 24] of 32 layers, scaled to ``n_layers`` (1..N)."""
+    lo = max(1, int(n_layers * 8 / 32 + 0.5))
+    hi = min(n_layers, max(lo, int(n_layers * 24 / 32 + 0.5)))
+    return lo, hi
 
 
 def _check_k(name: str, k: int, n: int, model_name: str) -> None:
@@ -220,8 +309,9 @@ def plan(
         )
     _check_positive("--warmup", warmup, allow_zero=True)
     _check_positive("--prompt-words", prompt_words)
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise k_below_one("--k", k)
+    ks = parse_k_list(k)
+    k = ks[0] if ks else None
+    k_range = parse_k_range(rest.pop("k_range", None))
     if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
         raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
@@ -241,7 +331,7 @@ def plan(
                 "they apply to --data mmbench only"
             )
     prof = None
-    if profile is None and k is None and not random_init:
+    if profile is None and k is None and not random_init and isinstance(model, str):
         from vtwcli.profiles import default_profile_path
 
         profile = default_profile_path(model)  # where `vtw calibrate` wrote this model's K
@@ -250,7 +340,7 @@ def plan(
 
         prof = load_profile(profile)
     return BenchPlan(
-        model=model, methods=chosen, k=k, profile=profile, prof=prof, fastv_k=fastv_k,
+        model=model, methods=chosen, k=k, ks=ks, k_range=k_range, profile=profile, prof=prof, fastv_k=fastv_k,
         fastv_ratio=float(fastv_ratio), limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens, warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path, **rest,
     )  # fmt: skip
@@ -277,12 +367,20 @@ class Setup:
     def name(self) -> str:
         return self.loaded.alias or self.loaded.model_id
 
-    def inputs(self, i: int):
-        """Sample ``i``'s model inputs, its images or video decoded now (not up front)."""
+    def inputs(self, i: int, variant: str = "image"):
+        """Sample ``i``'s model inputs, its images or video decoded now (not up front).
+
+        ``variant``: ``image`` (as the task gives it), ``none`` (the image removed: the prompt
+        alone) or ``white`` (each image, or video frame, replaced by white of the same size).
+        """
         s = self.samples[i]
         images, videos = s.images, s.videos
         if s.record is not None and self.task is not None:
             images, videos = list(self.task.images(s.record)), list(_videos(self.task, s.record))
+        if variant == "none":
+            images, videos = [], []
+        elif variant == "white":
+            images, videos = [_white_like(x) for x in images], [_white_like(v) for v in videos]
         return self.loaded.prepare(s.prompt, images=images or None, videos=videos or None)
 
 
@@ -301,7 +399,8 @@ def load(p: BenchPlan, *, device: str | None = None) -> Setup:
 
 
 def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSpec], int | None, str | None, list[str]]:
-    """The rows to run: K from ``--k``, else the profile, else half the layers (with a notice)."""
+    """The rows to run: K from ``--k`` (one row per K of a list for vtw, rand and white), else the
+    profile, else half the layers (with a notice); random-k's range from ``--k-range`` or scaled."""
     notices: list[str] = []
     k, entry_task = p.k, None
     k_profile = None
@@ -324,16 +423,36 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
                 f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
                 f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
             )
+    ks = list(p.ks) if p.ks and len(p.ks) > 1 else ([k] if k is not None else [])
     if p.needs_k:
-        _check_k("--k", k, n_layers, name)
+        bad = [each for each in ks if not 1 <= each <= n_layers]
+        if len(bad) > 1:
+            raise KOutOfRangeError(
+                f"--k={','.join(map(str, bad))} are outside 1..{n_layers}: {name} has {n_layers} decoder layers and K "
+                f"counts the layers that still see the vision tokens (K={n_layers} withdraws nothing); pick K in 1..{n_layers}"
+            )
+        for each in ks:
+            _check_k("--k", each, n_layers, name)
     if "fastv" in p.methods:
         _check_k("--fastv-k", p.fastv_k, n_layers, name)
+    k_range = None
+    if "random-k" in p.methods:
+        k_range = p.k_range or default_k_range(n_layers)
+        for each in k_range:
+            _check_k("--k-range", each, n_layers, name)
+        if p.k_range is None:
+            notices.append(f"random-k drew K per sample from {k_range[0]}..{k_range[1]} (the paper's 8..24 of 32 "
+                           f"layers, scaled to {n_layers}); --k-range to change it")  # fmt: skip
     specs = []
     for m in p.methods:
-        if m == "baseline":
-            specs.append(MethodSpec("baseline"))
+        if m in ("baseline", "noimage"):
+            specs.append(MethodSpec(m))
         elif m == "fastv":
             specs.append(MethodSpec("fastv", k=p.fastv_k, ratio=p.fastv_ratio, seed=p.seed))
+        elif m == "random-k":
+            specs.append(MethodSpec(m, seed=p.seed, k_range=k_range))
+        elif len(ks) > 1:
+            specs.extend(MethodSpec(m, k=each, seed=p.seed, label=f"{m}@{each}") for each in ks)
         else:
             specs.append(MethodSpec(m, k=k, seed=p.seed))
     if "fastv" in p.methods:
@@ -433,20 +552,22 @@ def measure(
     specs, samples = setup.specs, setup.samples
     groups = [[i] for i in indices]  # one sample per generate() call
     total_runs = len(indices) * len(specs)
-    cached: dict[int, Any] = {}
+    cached: dict[tuple[int, str], Any] = {}
 
-    def inputs_for(i: int):
-        if i not in cached:
+    def inputs_for(i: int, variant: str = "image"):
+        if not any(key[0] == i for key in cached):
             cached.clear()  # one sample's tensors at a time on the device
-            cached[i] = setup.inputs(i)
-        return cached[i]
+        if (i, variant) not in cached:
+            cached[(i, variant)] = setup.inputs(i, variant)
+        return cached[(i, variant)]
 
     for w in range(warmup if groups else 0):
         for spec in specs:
             if progress:
                 progress(0, total_runs, f"warm-up {spec.key}")
+            i = groups[w % len(groups)][0]
             with contextlib.suppress(torch.OutOfMemoryError):
-                _run_one(setup.loaded, spec, inputs_for(groups[w % len(groups)][0]), setup.gen)
+                _run_one(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
 
     outcomes: dict[str, list[RunOutcome | None]] = {s.key: [None] * len(samples) for s in specs}
     errors: dict[str, str] = {}
@@ -454,7 +575,6 @@ def measure(
     done = 0
     for group in groups:
         i = group[0]
-        inputs = inputs_for(i)
         order = specs[i % len(specs):] + specs[: i % len(specs)]
         for spec in order:
             if spec.key in errors:
@@ -463,14 +583,14 @@ def measure(
             if progress:
                 progress(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.key}")
             try:
-                outcome = _run_one(setup.loaded, spec, inputs, setup.gen)
+                outcome = _run_one(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
             except torch.OutOfMemoryError as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
                 errors[spec.key] = f"out of memory on sample {i + 1}: {first[:200]}"
                 notices.append(f"{spec.key}: {errors[spec.key]}{where}; its row covers the samples before")
                 _free(meter)
             else:
-                problem = not_pruned(spec, outcome, i)
+                problem = not_pruned(spec.at(i), outcome, i)
                 if problem is None:
                     outcomes[spec.key][i] = outcome
                 else:  # it ran as the baseline: its timings would be the baseline's
@@ -508,7 +628,7 @@ def memory_pass(setup: Setup, groups, outcomes, meter, inputs_for, *, progress: 
                 progress(done, total, f"memory {i + 1}/{len(setup.samples)} {spec.key}")
             meter.begin()
             try:
-                _generate(setup.loaded, spec, inputs_for(i), setup.gen)
+                _generate(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
             except torch.OutOfMemoryError:
                 meter.abort()
                 continue
@@ -566,6 +686,8 @@ def summarize(
     settings = {
         "methods": list(p.methods),
         "k": setup.k,
+        "k_list": list(p.ks) if p.ks and len(p.ks) > 1 else None,
+        "k_range": next((list(sp.k_range) for sp in specs if sp.k_range is not None), None),
         "fastv_k": p.fastv_k if "fastv" in p.methods else None,
         "fastv_ratio": p.fastv_ratio if "fastv" in p.methods else None,
         "profile": str(p.profile) if p.profile else None,
@@ -622,7 +744,7 @@ def bench(
     model: Any = "testbed",
     data: str | None = None,
     methods: str | Sequence[str] = DEFAULT_METHODS,
-    k: int | None = None,
+    k: int | str | Sequence[int] | None = None,
     profile: str | None = None,
     task: str | None = None,
     fastv_k: int = 2,
@@ -646,8 +768,14 @@ def bench(
     min_new_tokens: int | None = None,
     judge_url: str | None = None,
     judge_model: str | None = None,
+    k_range: str | tuple[int, int] | None = None,
 ) -> BenchResult | None:
-    """Benchmark baseline, FastV and VTW (and optionally ``rand``) on the same samples.
+    """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
+    ``noimage``, ``white``, ``random-k``) on the same samples.
+
+    ``k`` may be a list or a range (``[2, 4, 8]``, ``"2,4,8,16"``, ``"1-6"``): vtw, rand and
+    white then get one row per K (labelled ``vtw@2``...), all on the same samples in one
+    process. ``k_range`` is random-k's range (default: the paper's 8..24 of 32 layers, scaled).
 
     ``model`` is an alias, hub id or directory, or an already loaded
     :class:`vtwcli.models.LoadedModel`. ``data`` is a task name (default ``shapes``; with
@@ -670,6 +798,7 @@ def bench(
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
         judge_url=judge_url, judge_model=judge_model,
+        k_range=k_range,
     )  # fmt: skip
 
     from vtwcli.distributed import context, run_sharded
@@ -855,6 +984,7 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepC
         kv_bytes=kv,
         kv_layer_tokens=kv_layers,
         kept_tokens=kept,
+        k=spec.k,
         n_layers=int(loaded.num_layers),
         vision_start=vision_start,
     )
@@ -942,14 +1072,11 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
     for spec in specs:
         outs = outcomes[spec.key]
         ok = [o for o in outs if o is not None]
-        row = MethodRow(method=spec.key, k=spec.k, ratio=spec.ratio, samples=len(ok), error=errors.get(spec.key))
+        row = MethodRow(method=spec.key, k=spec.k, ratio=spec.ratio, samples=len(ok), error=errors.get(spec.key),
+                        kind=spec.name, k_range=list(spec.k_range) if spec.k_range else None)  # fmt: skip
         if avg_s:
-            row.tflops = prefill_tflops(
-                spec.name, s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers,
-                k=spec.k, ratio=spec.ratio if spec.ratio is not None else 0.5,
-            )
+            row.tflops, row.tflops_exact = _row_tflops(spec, ok, avg_s, avg_vis, hidden, n_layers, exact, loaded)
             row.tflops_ratio = _ratio(row.tflops, base_tflops)
-            row.tflops_exact = exact.tflops(spec.name, spec.k, spec.ratio) if exact else None
             row.tflops_exact_ratio = _ratio(row.tflops_exact, base_exact)
             if exact and exact.failed:
                 prompt_info["exact_flops_error"] = exact.failed
@@ -1016,6 +1143,52 @@ def apply_paired(rows: list[MethodRow], specs: list[MethodSpec], paired: dict[st
         row.e2e_per_token_ratio_ci95 = entry["e2e_per_token"]["ci95"]
 
 
+def _row_tflops(spec, ok, avg_s, avg_vis, hidden, n_layers, exact, loaded) -> tuple[float | None, float | None]:
+    """A row's formula and exact TFLOPs at the samples' average prompt.
+
+    ``noimage`` runs its own, shorter prompt (no vision tokens): the baseline formula at that
+    row's average length. ``random-k`` is the mean over the K it drew (both counts are linear in
+    K). ``white`` costs what ``vtw`` costs at its K.
+    """
+    if spec.name == "noimage":
+        if not ok:
+            return None, None
+        s = statistics.fmean(o.prompt_tokens for o in ok)
+        formula = prefill_tflops("baseline", s=s, n_vis=0, hidden_size=hidden, num_layers=n_layers)
+        exact_t = _ExactFlops(loaded.model.config, s, 0, 0).tflops("baseline", None, None) if exact else None
+        return formula, exact_t
+    method = ENGINE_OF.get(spec.name, spec.name)
+    ratio = spec.ratio if spec.ratio is not None else 0.5
+    if spec.k_range is not None:
+        ks = [o.k for o in ok if o.k is not None]
+        if not ks:
+            return None, None
+        formula = statistics.fmean(
+            prefill_tflops(method, s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers, k=k) for k in ks
+        )
+        exact_each = [exact.tflops(method, k, None) for k in ks] if exact else []
+        exact_t = statistics.fmean(exact_each) if exact_each and None not in exact_each else None
+        return formula, exact_t
+    formula = prefill_tflops(method, s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers, k=spec.k,
+                             ratio=ratio)  # fmt: skip
+    return formula, (exact.tflops(method, spec.k, spec.ratio) if exact else None)
+
+
+def _white_like(item):
+    """A white image (PIL) or video (array of frames) of the same size as ``item``."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        return Image.new(item.mode if item.mode in ("RGB", "L", "RGBA") else "RGB", item.size, "white")
+    if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+        from vtwcli.data.images import load_image
+
+        return _white_like(load_image(item))
+    arr = np.asarray(item)
+    return np.full_like(arr, 255 if arr.dtype == np.uint8 else 1)
+
+
 def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: list[dict]) -> list[dict[str, Any]]:
     """One row's latencies on each rank's own samples (the row's columns pool every rank)."""
     out = []
@@ -1048,9 +1221,13 @@ def _sample_log(specs, samples, outcomes, task) -> list[dict[str, Any]]:
             if o is None:
                 entry["methods"][spec.key] = None
                 continue
-            entry["prompt_tokens"] = o.prompt_tokens
-            entry["vision_tokens"] = o.vision_tokens
+            if spec.inputs == "image":  # the sample as given (noimage and white change the prompt)
+                entry["prompt_tokens"] = o.prompt_tokens
+                entry["vision_tokens"] = o.vision_tokens
             entry["methods"][spec.key] = {
+                "k": o.k,
+                "prompt_tokens": o.prompt_tokens,
+                "vision_tokens": o.vision_tokens,
                 "reply": o.reply,
                 "parsed": task.parse(s.record, o.reply) if task is not None else None,
                 "new_tokens": len(o.token_ids),

@@ -31,6 +31,10 @@ Examples:
 
   vtw bench --methods baseline,fastv,vtw,rand --fastv-k 3 --fastv-ratio 0.5 --csv rows.csv
 
+  vtw bench --methods baseline,vtw --k 1-6 --plot acc.png
+
+  vtw bench --methods baseline,vtw,noimage,white,random-k,rand --k 3
+
   accelerate launch --num_processes 8 -m vtwcli bench --model llava-1.5-7b --data pope --limit 9000 --json pope.json
 
   vtw bench --model llava-1.5-13b --device-map auto --data mme --limit 100
@@ -49,9 +53,21 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, "--split", help="Dataset split (default: the task's own)."),
         limit: int = typer.Option(None, "--limit", "-n", help="Samples to run (default 40; 8 with --random-init)."),
         methods: str = typer.Option(
-            "baseline,fastv,vtw", "--methods", help="Comma-separated rows: baseline, fastv, vtw, rand."
+            "baseline,fastv,vtw", "--methods",
+            help="Comma-separated rows: baseline, fastv, vtw, rand, and the paper's ablations noimage (image removed), "
+                 "white (white image, withdrawn at K), random-k (K drawn per sample).",
         ),
-        k: int = typer.Option(None, "--k", "-k", help="VTW's K (layers that still see the vision tokens)."),
+        k: str = typer.Option(
+            None, "--k", "-k",
+            help="VTW's K (layers that still see the vision tokens); a list or range (2,4,8,16 or 1-6) gives one "
+                 "row per K for vtw, rand and white.",
+        ),
+        k_range: str = typer.Option(
+            None, "--k-range", help="random-k: draw K per sample from lo-hi (default 8-24 for 32 layers, scaled)."
+        ),
+        plot: str = typer.Option(
+            None, "--plot", help="Draw accuracy and FLOPs against K (and the profile's KL curve) to this PNG."
+        ),
         profile: str = typer.Option(None, "--profile", "-p", help="Profile YAML to take K from."),
         task: str = typer.Option(None, "--task", help="Which task's K to take from the profile (default: --data)."),
         fastv_k: int = typer.Option(2, "--fastv-k", help="FastV's K (layers before pruning)."),
@@ -95,10 +111,11 @@ def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
     judge_url=None, judge_model=None,
+    k_range=None, plot=None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vtwcli.bench.runner import parse_methods
+    from vtwcli.bench.runner import parse_k_list, parse_k_range, parse_methods
     from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import UsageError
@@ -107,7 +124,10 @@ def _run(
     ctx = context()
 
     # Every check a user can fail runs before the model loads.
-    parse_methods(methods)
+    if plot is not None and "vtw" not in parse_methods(methods):
+        raise UsageError("--plot draws accuracy against K: include vtw in --methods (e.g. --methods baseline,vtw --k 1-6)")
+    parse_k_list(k)
+    parse_k_range(k_range)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if log_samples and not json_out:
@@ -117,9 +137,12 @@ def _run(
         raise UsageError(f"only one output can go to stdout ('-'), got {', '.join(stdout_outputs)}")
     targets = {"json": check_writable(json_out, "json"), "csv": check_writable(csv_out, "csv"),
                "markdown": check_writable(md_out, "md")}  # fmt: skip
+    from vtwcli.plotting import check_plot_path
+
+    targets["plot"] = check_plot_path(plot) if ctx.is_main else None
     paths = [p.resolve() for p in targets.values() if p is not None]
     if len(paths) != len(set(paths)):
-        raise UsageError("--json, --csv and --markdown must name different files")
+        raise UsageError("--json, --csv, --markdown and --plot must name different files")
 
     quiet = bool(stdout_outputs)  # keep stdout clean for the machine-readable output
     console = make_console(stderr=quiet)
@@ -154,6 +177,7 @@ def _run(
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
                 judge_url=judge_url, judge_model=judge_model,
+                k_range=k_range,
             )
     finally:
         if hf_bars:
@@ -177,6 +201,10 @@ def _run(
         elif given:
             write_atomic(targets[key], texts[key])
             console.print(f"wrote {key} to {targets[key]}", markup=False, highlight=False)
+    if targets["plot"] is not None:
+        from vtwcli.bench.plot import write_k_plot
+
+        console.print(f"wrote plot to {write_k_plot(result, targets['plot'])}", markup=False, highlight=False)
 
 
 def _rank_lines(result) -> str:

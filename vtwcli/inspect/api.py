@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vtwcli.errors import DatasetError, KOutOfRangeError, UsageError
+from vtwcli.errors import DatasetError, KOutOfRangeError, UsageError, k_below_one
 from vtwcli.inspect.probe import TYPES
 
 DEFAULT_SAMPLES = 50
@@ -126,8 +126,10 @@ def inspect(
         _check_count("--max-new-tokens", max_new_tokens)
     if method not in ENGINE_METHODS:
         raise UsageError(f"--method must be one of {', '.join(ENGINE_METHODS)}, got {method!r}")
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-        raise KOutOfRangeError(f"--k must be a positive integer (a layer count), got {k!r}")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+        raise KOutOfRangeError(f"--k must be a whole number (a layer count), got {k!r}")
+    if k is not None and k < 1:
+        raise k_below_one("--k", k)
     prof = None
     if k is None:
         from vtwcli.profiles import default_profile_path, load_profile
