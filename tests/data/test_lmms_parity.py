@@ -60,6 +60,15 @@ def test_sqa_prompts_are_lmms_eval_strings():
     )
 
 
+def test_sqa_null_hint_is_formatted_as_lmms_eval_does():
+    # sqa_doc_to_text only rewrites a truthy hint; a null one goes into the f-string as is
+    task, recs = make(ScienceQATask, [dict(SQA_ROWS[1], hint=None)])
+    assert task.prompt(recs[0]) == (
+        "NoneWhich is a mammal?\nA. frog\nB. whale\nC. trout\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+
+
 @pytest.mark.parametrize("reply,right", [
     # sqa_process_results: target "B".strip().lower() == "b"; pred = reply.strip().lower().
     ("B", True),              # "b" == "b"
@@ -266,6 +275,23 @@ SKY = {"A": "blue", "B": "green", "C": "red"}
 def test_mmbench_reading_rule(reply, letter):
     task, recs = make(MMBenchTask, [mmb_row(0, "What colour is the sky?", "A", **SKY)])
     assert task.parse(recs[0], reply) == letter
+
+
+def test_mmbench_option_column_missing_from_the_row_is_the_string_nan():
+    # process_results fills a missing option column with "nan"; build_choices keeps it (not NaN),
+    # so the text stage matches "nan" in "banana", and the judge prompt lists "C. nan", "D. nan".
+    row = mmb_row(0, "Fruit?", "C", A="apple", B="pear")
+    del row["C"], row["D"]
+    task, recs = make(MMBenchTask, [row])
+    assert task.prompt(recs[0]) == (
+        "Fruit? There are several options:\nA. apple\nB. pear\n\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert task.parse(recs[0], "a ripe banana") is None  # "nan" is both C's and D's text: two matches
+    from vtwcli.data.mmbench import judge_prompt
+
+    assert judge_prompt("Fruit?", recs[0].meta, "x").endswith(
+        "Options: There are several options: \nA. apple\nB. pear\nC. nan\nD. nan\n\nAnswer: x\nYour output: ")
 
 
 def test_mmbench_offline_circular_needs_judge_and_unscored_copies():

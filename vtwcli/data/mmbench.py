@@ -79,9 +79,14 @@ def mmbench_prompt(question: str, meta: dict) -> str:
     return f"{body}\n{POST_PROMPT}"
 
 
+def _scored_value(meta: dict, key: str) -> Any:
+    # lmms-eval's process_results fills an option column the row lacks with the string "nan"
+    return meta.get(key, "nan")
+
+
 def text_choices(meta: dict) -> dict[str, str]:
     """Options A-D that are not null, as the text stage and the judge see them."""
-    return {k: str(meta[k]) for k in TEXT_KEYS if k in meta and not _isna(meta[k])}
+    return {k: str(_scored_value(meta, k)) for k in TEXT_KEYS if not _isna(_scored_value(meta, k))}
 
 
 def read_option_letter(answer: str) -> str | None:
@@ -114,9 +119,9 @@ def judge_prompt(question: str, meta: dict, prediction: str) -> str:
     """The prompt lmms-eval sends its judge: options A-D up to the first missing one."""
     lines = ""
     for k in TEXT_KEYS:
-        if k not in meta or _isna(meta[k]):
+        if _isna(_scored_value(meta, k)):
             break
-        lines += f"{k}. {meta[k]}\n"
+        lines += f"{k}. {_scored_value(meta, k)}\n"
     return JUDGE_TEMPLATE.format(question, "There are several options: \n" + lines, prediction)
 
 

@@ -38,7 +38,8 @@ class ScienceQATask(HubTask):
 
     def prompt(self, record: Record) -> str:
         hint = record.meta.get("hint")
-        context = f"Context: {hint}\n" if hint else ""
+        # lmms-eval formats a falsy hint as is: "" adds nothing, a null hint would print "None"
+        context = f"Context: {hint}\n" if hint else f"{hint}"
         return f"{context}{record.question}\n{lettered_options(record.meta['choices'])}\n{LETTER_INSTRUCTION}"
 
     def parse(self, record: Record, reply: str) -> str:
