@@ -43,8 +43,12 @@ class ArchRecord:
     - ``window_over_blocks``: on sliding layers the window also limits block attention
       (Gemma 3: AND(window, OR(causal, block))); False: a block ignores the window (PaliGemma 2:
       OR(AND(causal, window), block)).
-    - ``per_token_kwargs``: per-layer keyword arguments that hold one row per token and must be
-      gathered with the hidden states (the rotary tables, per-layer inputs).
+    - ``per_token_kwargs`` / ``per_token_args``: per-layer keyword arguments / positional
+      argument indices that hold one row per token and must be gathered with the hidden states
+      (the rotary tables; Gemma 4's per-layer input is positional argument 1).
+    - ``block_kinds``: the attention kinds (``full``, ``sliding``) the blocks apply to (Gemma 4:
+      sliding layers only); ``block_config``: (text-config attribute, value) that switches the
+      blocks on (Gemma 4: ``use_bidirectional_attention == "vision"``).
     - ``refusal``: why the engine refuses this family (``None``: verified).
     """
 
@@ -63,6 +67,9 @@ class ArchRecord:
     blocks_first_call_only: bool = False
     window_over_blocks: bool = True
     per_token_kwargs: tuple[str, ...] = ("position_embeddings",)
+    per_token_args: tuple[int, ...] = ()
+    block_kinds: tuple[str, ...] = ("full", "sliding")
+    block_config: tuple[str, Any] | None = None
     refusal: str | None = None
     # the first transformers release with this family's classes (conformance tests skip before)
     since: str = "5.0"
@@ -125,13 +132,17 @@ class ArchRecord:
     def lm_head(self, model):
         return model.lm_head
 
-    def blocks(self, base_kwargs: dict, first_call: bool):
+    def blocks(self, base_kwargs: dict, first_call: bool, config=None):
         """The model's own bidirectional block ids ([B, L] long, -1 = no block) for one call of
         the base model, or None."""
         import torch
 
         if self.block_input is None or (self.blocks_first_call_only and not first_call):
             return None
+        if self.block_config is not None and config is not None:
+            attr, value = self.block_config
+            if getattr(self.text_config(config), attr, None) != value:
+                return None
         types = base_kwargs.get(self.block_input)
         if types is None:
             return None
@@ -208,9 +219,10 @@ _RECORDS: dict[str, ArchRecord] = {
         ),
         ArchRecord(
             "gemma4", "Gemma 4", "Gemma4ForConditionalGeneration", "image_token_id", "video_token_id",
-            since="5.24",
-            refusal="not verified yet: its KV-shared layers reuse an earlier layer's keys and its per-layer "
-            "inputs are positional arguments; the engine does not carry them",
+            block_input="mm_token_type_ids", block_values=(1, 2), block_rule="runs", block_kinds=("sliding",),
+            block_config=("use_bidirectional_attention", "vision"), per_token_args=(1,),
+            notes="per-layer inputs gathered with the hidden states; KV-shared layers >= K whose producer is < K "
+            "have the withdrawn columns of the shared keys masked; vision blocks on sliding layers only",
         ),
         ArchRecord(
             "llava_onevision", "LLaVA-OneVision", "LlavaOnevisionForConditionalGeneration", "image_token_index",

@@ -78,6 +78,10 @@ class _Timeline:
     pos: torch.Tensor  # [B, S] original timeline index
     blocks: torch.Tensor  # [B, S] block id, -1 = none
     full_length: int  # the full timeline's length after the last call
+    # over the full timeline (what layers < K hold): real and not withdrawn, and block ids;
+    # read by a KV-shared layer >= K that attends to the keys of a layer < K
+    full_keep: torch.Tensor | None = None
+    full_blocks: torch.Tensor | None = None
 
 
 @dataclass
@@ -95,6 +99,9 @@ class EngineHandle:
     prefills: int = 0
     _hooks: list = field(default_factory=list, repr=False)
     _kinds: list = field(default_factory=list, repr=False)  # per decoder layer: full/sliding/recurrent
+    _types: list = field(default_factory=list, repr=False)  # per decoder layer: the config's layer type
+    _shared_from: dict = field(default_factory=dict, repr=False)  # KV-shared layer >= K -> producer < K
+    _sized_by: dict = field(default_factory=dict, repr=False)  # KV-shared layer >= K -> producer >= K
     _call: _Call | None = field(default=None, repr=False)
     _call_vision: torch.Tensor | None = field(default=None, repr=False)
     _call_blocks: torch.Tensor | None = field(default=None, repr=False)
@@ -130,7 +137,7 @@ class EngineHandle:
     def _on_base(self, module, args, kwargs):
         cache = _cache_from(kwargs)
         past = _past_length(cache)
-        self._call_blocks = self.arch.blocks(kwargs, first_call=past == 0 or _has_pixels(kwargs))
+        self._call_blocks = self.arch.blocks(kwargs, past == 0 or _has_pixels(kwargs), self.model.config)
         # the caller's 2D padding mask over the full timeline: some families hand the decoder 4D
         # masks sized against a layer that may be >= K, which cannot say which tokens are real
         mask = kwargs.get("attention_mask")
@@ -212,8 +219,10 @@ class EngineHandle:
         index = None
         rows_valid = call.valid
         blocks = call.blocks
+        keep_full = call.valid
         if call.vision is not None:
             keep = self._choose(call)
+            keep_full = keep & call.valid
             index, filled = select.right_aligned_index(keep)
             rows_valid = filled & call.valid.gather(1, index)
             if blocks is not None:
@@ -223,27 +232,30 @@ class EngineHandle:
             stats.keep_mask = keep.cpu()
             batch, length = index.shape
         pos = positions.timeline_positions(index, call.past, batch, length, rows_valid.device)
+        device = rows_valid.device
         if blocks is None:
-            blocks = torch.full((batch, length), -1, dtype=torch.long, device=rows_valid.device)
+            blocks = torch.full((batch, length), -1, dtype=torch.long, device=device)
+        call_blocks = call.blocks if call.blocks is not None else torch.full_like(keep_full, -1, dtype=torch.long)
         prev = self._timeline
         if call.cache is None or call.past == 0:
             prev = None
         elif prev is None or prev.full_length != call.past or prev.valid.shape[0] != batch:
             # cache filled without the engine (or reshaped): what is cached is the full timeline
-            ones = torch.ones(batch, call.past, dtype=torch.bool, device=rows_valid.device)
-            prev = _Timeline(
-                valid=ones, pos=torch.arange(call.past, device=ones.device).expand(batch, -1),
-                blocks=torch.full((batch, call.past), -1, dtype=torch.long, device=ones.device),
-                full_length=call.past,
-            )
+            ones = torch.ones(batch, call.past, dtype=torch.bool, device=device)
+            none = torch.full((batch, call.past), -1, dtype=torch.long, device=device)
+            prev = _Timeline(valid=ones, pos=torch.arange(call.past, device=device).expand(batch, -1), blocks=none,
+                             full_length=call.past, full_keep=ones, full_blocks=none)
+        full_length = call.past + call.valid.shape[1]
         if prev is not None:
             timeline = _Timeline(
                 valid=torch.cat([prev.valid, rows_valid], 1), pos=torch.cat([prev.pos, pos], 1),
-                blocks=torch.cat([prev.blocks, blocks.to(prev.blocks.device)], 1),
-                full_length=call.past + call.valid.shape[1],
+                blocks=torch.cat([prev.blocks, blocks.to(device)], 1), full_length=full_length,
+                full_keep=torch.cat([prev.full_keep, keep_full.to(device)], 1),
+                full_blocks=torch.cat([prev.full_blocks, call_blocks.to(device)], 1),
             )
         else:
-            timeline = _Timeline(valid=rows_valid, pos=pos, blocks=blocks, full_length=call.past + call.valid.shape[1])
+            timeline = _Timeline(valid=rows_valid, pos=pos, blocks=blocks, full_length=full_length,
+                                 full_keep=keep_full.to(device), full_blocks=call_blocks.to(device))
         self._timeline = timeline if call.cache is not None else None
         call.index, call.rows_valid = index, rows_valid
         call.masks["timeline"] = timeline
@@ -258,19 +270,38 @@ class EngineHandle:
             hidden = args[0] if args else kwargs["hidden_states"]
             if i == self.k:
                 self._start_withdrawn(hidden)
-                if call.index is not None:
+                q, length = hidden.shape[1], call.valid.shape[1]
+                if call.index is not None and q == length:
                     # under a device map, layer K-1's outputs may sit on another device than `keep`
                     hidden = select.gather_rows(hidden, call.index.to(hidden.device))
-            new = dict(kwargs, attention_mask=self._mask(i, kind, hidden, kwargs.get("attention_mask")))
+                elif call.index is not None and not bool(self.last_prefill.keep_mask[:, length - q:].all()):
+                    # the model cut its rows to the last q before layer K (Gemma 4 before its
+                    # KV-shared layers): fine when all of them are kept (they are the rows it returns)
+                    raise UsageError(
+                        f"vtw: this {self.arch.family} model keeps only its last {q} rows before layer {i}, and "
+                        "some of them are withdrawn; ask for fewer logits (logits_to_keep) or choose another K."
+                    )
+            producer = self._shared_from.get(i)
+            if producer is not None:
+                mask = self._shared_mask(i, kind, hidden, kwargs)
+            else:
+                mask = _rows_for(self._mask(i, kind, hidden, kwargs.get("attention_mask")), hidden.shape[1])
+            new = dict(kwargs, attention_mask=mask)
             if "position_ids" in new:
                 new["position_ids"] = None
+            rest = args[1:]
             if call.index is not None:
                 length = call.valid.shape[1]
                 for name in self.arch.per_token_kwargs:
                     if name in new:
                         new[name] = positions.kept_position_inputs(new[name], call.index, length, call.memo)
+                rest = tuple(
+                    positions.kept_position_inputs(a, call.index, length, call.memo)
+                    if j + 1 in self.arch.per_token_args else a
+                    for j, a in enumerate(rest)
+                )
             if args:
-                return (hidden, *args[1:]), new
+                return (hidden, *rest), new
             new["hidden_states"] = hidden
             return args, new
 
@@ -287,12 +318,46 @@ class EngineHandle:
         else:
             timeline = masks["timeline"]
             text_cfg = self.arch.text_config(self.model.config)
+            blocks = timeline.blocks if kind in self.arch.block_kinds else None
+            # a KV-shared layer has no cache of its own: size its mask against its producer's
+            size_idx = self._sized_by.get(i, i)
             mask = withdrawn_mask(
-                text_cfg, kind, hidden, timeline.valid, timeline.pos, timeline.blocks, call.cache, i,
+                text_cfg, kind, hidden, timeline.valid, timeline.pos, blocks, call.cache, size_idx,
                 window=getattr(text_cfg, "sliding_window", None), window_over_blocks=self.arch.window_over_blocks,
             )
         masks[kind] = mask
         return mask
+
+    def _shared_mask(self, i: int, kind: str, hidden, kwargs):
+        """The mask of a KV-shared layer >= K whose keys come from a layer < K: those keys span
+        the full timeline, so every withdrawn column is hidden from the kept queries; the rest
+        is the model's rule (causal, window, blocks) on original positions."""
+        call = self._call
+        timeline = call.masks["timeline"]
+        shared = kwargs.get("shared_kv_states") or {}
+        layer_type = self._types[i]
+        keys = shared[layer_type][0] if layer_type in shared else None
+        if keys is None:
+            raise RuntimeError(f"vtw: layer {i} shares keys it was not given (internal error)")
+        kv = keys.shape[-2]
+        device = hidden.device
+        q = hidden.shape[1]
+        qpos = timeline.pos[:, -q:].to(device)  # [B, q]
+        kpos = torch.arange(timeline.full_length - kv, timeline.full_length, device=device)  # [kv]
+        allowed = (kpos[None, None, :] <= qpos[:, :, None]) & timeline.full_keep[:, -kv:].to(device)[:, None, :]
+        if kind in self.arch.block_kinds:
+            qb = timeline.blocks[:, -q:].to(device)[:, :, None]
+            kb = timeline.full_blocks[:, -kv:].to(device)[:, None, :]
+            allowed = allowed | ((qb == kb) & (qb >= 0) & timeline.full_keep[:, -kv:].to(device)[:, None, :])
+        if kind == SLIDING:
+            window = self.arch.text_config(self.model.config).sliding_window
+            allowed = allowed & (qpos[:, :, None] - kpos[None, None, :] < window)
+        allowed = allowed[:, None]  # [B, 1, q, kv]
+        impl = self.arch.text_config(self.model.config)._attn_implementation
+        if impl == "eager":
+            return torch.zeros(allowed.shape, dtype=hidden.dtype, device=device).masked_fill(
+                ~allowed, torch.finfo(hidden.dtype).min)
+        return allowed
 
     def _on_text_done(self, module, args, kwargs, output):
         # drop per-call tensors so nothing large outlives the forward
@@ -392,6 +457,14 @@ def _past_length(cache) -> int:
         return 0
 
 
+def _rows_for(mask, q: int):
+    """A 4D mask cut to the last ``q`` query rows (a model may slice its hidden states to the
+    rows it returns logits for before its last layers: Gemma 4's KV-shared layers)."""
+    if isinstance(mask, torch.Tensor) and mask.dim() == 4 and mask.shape[-2] > q:
+        return mask[:, :, -q:]
+    return mask
+
+
 def _has_pixels(kwargs) -> bool:
     return any(kwargs.get(k) is not None for k in _PIXEL_KWARGS)
 
@@ -414,6 +487,46 @@ def _validity(mask, batch: int, length: int, past: int, device) -> torch.Tensor:
     diag = mask[:, 0, rows if mask.shape[-2] == length else rows - length + mask.shape[-2], cols]
     ok = diag if diag.dtype == torch.bool else diag == 0
     return ok.expand(batch, length).to(device)
+
+
+def _kv_sharing_modes(arch: ArchRecord, config) -> list:
+    """Per layer: None, "store" (its keys are reused later) or "reuse" (it takes them). Read
+    from the config (transformers 5.24 lists them); before that, derived the way the model
+    does: the last ``num_kv_shared_layers`` layers reuse the last earlier layer of their type."""
+    text = arch.text_config(config)
+    modes = getattr(text, "kv_sharing_modes", None)
+    if modes:
+        return list(modes)
+    shared = int(getattr(text, "num_kv_shared_layers", 0) or 0)
+    if shared <= 0:
+        return []
+    types = arch.layer_types(config)
+    first = len(types) - shared
+    modes = [None if i < first else "reuse" for i in range(len(types))]
+    for t in set(types):
+        earlier = [i for i in range(first) if types[i] == t]
+        if earlier:
+            modes[earlier[-1]] = "store"
+    return modes
+
+
+def _kv_sharing(arch: ArchRecord, model, k: int, n: int) -> tuple[dict, dict]:
+    """For KV-shared layers >= K (Gemma 4: the last layers reuse the keys and values of the last
+    earlier layer of their type): those whose producer is < K (their keys hold every token) and
+    those whose producer is >= K (their mask is sized against the producer's cache)."""
+    modes = _kv_sharing_modes(arch, model.config)
+    if not modes:
+        return {}, {}
+    types = arch.layer_types(model.config)
+    producer = {types[i]: i for i, mode in enumerate(modes) if mode == "store"}
+    below, above = {}, {}
+    for i in range(k, n):
+        if modes[i] == "reuse":
+            p = producer.get(types[i])
+            if p is None:
+                raise UnsupportedModelError(f"vtw: layer {i} of this {arch.family} model shares keys with no layer.")
+            (below if p < k else above)[i] = p
+    return below, above
 
 
 def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[str]:
@@ -443,6 +556,12 @@ def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[st
             f"Choose K between {attention[0] + 1} and {n}."
         )
     impl = getattr(arch.text_config(config), "_attn_implementation", None)
+    modes = _kv_sharing_modes(arch, config)
+    if impl not in ("eager", "sdpa") and any(m == "reuse" for m in modes[k:]):
+        raise UnsupportedModelError(
+            f"vtw: with {impl}, this {arch.family} model's KV-shared layers after K cannot be masked; "
+            "load it with attn='sdpa' or 'eager'."
+        )
     if impl in _FLASH and (SLIDING in after or arch.block_input is not None):
         raise UnsupportedModelError(
             f"vtw: with {impl}, this {arch.family} model's sliding windows and bidirectional blocks would count "
@@ -490,6 +609,8 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
 
     handle = EngineHandle(model=model, arch=arch, k=k, num_layers=n, method=method, ratio=float(ratio), seed=seed)
     handle._kinds = kinds
+    handle._types = arch.layer_types(model.config)
+    handle._shared_from, handle._sized_by = _kv_sharing(arch, model, k, n)
     hooks = handle._hooks
     try:
         hooks.append(base.register_forward_pre_hook(handle._on_base, with_kwargs=True))

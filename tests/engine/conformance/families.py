@@ -164,6 +164,19 @@ def _row_idefics(model, variant, gen):
     return [seg], {"pixel_values": [pix], "pixel_attention_mask": [mask]}
 
 
+def _row_gemma4(model, variant, gen):
+    """Gemma 4: one or two images of 8x8 patches (with their patch coordinates), pooled 2x2."""
+    n_img = 1 + variant % 2
+    p = model.config.vision_config.patch_size
+    gh = gw = 8
+    pix = torch.randn(n_img, gh * gw, 3 * p * p, generator=gen)
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    pos = torch.stack([xs.flatten(), ys.flatten()], -1)[None].expand(n_img, -1, -1).contiguous()
+    out = model.model.get_image_features(pixel_values=pix, image_position_ids=pos)
+    per = _count(_pooled(out))
+    return [[START_ID] + [IMAGE_ID] * c + [END_ID] for c in per], {"pixel_values": [pix], "image_position_ids": [pos]}
+
+
 def _row_lfm2_vl(model, variant, gen):
     """LFM2-VL (SigLIP2 NaFlex): patch grids of different shapes, padded to the most patches."""
     grids = [(4, 8), (8, 8), (8, 4), (4, 4)]
@@ -335,6 +348,26 @@ def _idefics_config(num_layers, smol=False):
     )
 
 
+def _gemma4_types(num_layers):
+    return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)]
+
+
+def _gemma4_config(num_layers):
+    # the last layer reuses layer 1's keys (KV sharing); per-layer inputs; vision blocks on sliding layers
+    text = dict(TEXT, num_hidden_layers=num_layers, sliding_window=WINDOW, layer_types=_gemma4_types(num_layers),
+                hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB, num_kv_shared_layers=1,
+                use_bidirectional_attention="vision", global_head_dim=16)
+    return _cls("Gemma4Config")(
+        text_config=text,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           num_key_value_heads=2, head_dim=16, patch_size=4, pooling_kernel_size=2,
+                           position_embedding_size=64),
+        audio_config=None, image_token_id=IMAGE_ID, video_token_id=VIDEO_ID, boi_token_id=START_ID,
+        eoi_token_id=END_ID, audio_token_id=BREAK_ID, boa_token_id=BREAK_ID - 1, eoa_token_index=BREAK_ID - 2,
+        tie_word_embeddings=False,
+    )
+
+
 def _lfm2_types(num_layers):
     return ["full_attention" if i % 2 == 0 else "conv" for i in range(num_layers)]
 
@@ -386,6 +419,8 @@ _add(
     Family("idefics3", "Idefics3Config", "Idefics3ForConditionalGeneration", _idefics_config, _row_idefics),
     Family("smolvlm", "SmolVLMConfig", "SmolVLMForConditionalGeneration", lambda n: _idefics_config(n, smol=True),
            _row_idefics),
+    Family("gemma4", "Gemma4Config", "Gemma4ForConditionalGeneration", _gemma4_config, _row_gemma4,
+           layer_types=_gemma4_types),
     Family("lfm2_vl", "Lfm2VlConfig", "Lfm2VlForConditionalGeneration", _lfm2_vl_config, _row_lfm2_vl,
            layer_types=_lfm2_types, mixers=("conv",)),
 )
