@@ -156,13 +156,26 @@ def _check_positive(name: str, value: Any) -> int:
     return value
 
 
-def _k_range(k_min: int | None, k_max: int | None, n_layers: int) -> list[int]:
-    lo = default_k_min(n_layers) if k_min is None else k_min
+def _k_floor(net) -> int:
+    from vtwcli.engine import k_bounds
+    from vtwcli.errors import VTWError
+
+    try:
+        return k_bounds(net)[0]
+    except VTWError:  # a model the engine has no record for fails later with its own message
+        return 1
+
+
+def _k_range(k_min: int | None, k_max: int | None, n_layers: int, floor: int = 1) -> list[int]:
+    """The candidate Ks; ``floor`` is the smallest K the engine accepts for the model (hybrid
+    decoders: past their first attention layer)."""
+    lo = max(default_k_min(n_layers), floor) if k_min is None else k_min
     hi = n_layers if k_max is None else k_max
     for name, v in (("--k-min", lo), ("--k-max", hi)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= n_layers:
+        if isinstance(v, bool) or not isinstance(v, int) or not floor <= v <= n_layers:
+            why = " (K must be past this model's first attention layer)" if floor > 1 else ""
             raise KOutOfRangeError(
-                f"{name} must be in 1..{n_layers} for this {n_layers}-layer model, got {v!r}"
+                f"{name} must be in {floor}..{n_layers} for this {n_layers}-layer model{why}, got {v!r}"
             )
     if hi < lo:
         raise KOutOfRangeError(f"--k-max ({hi}) is below --k-min ({lo}); nothing to sweep")
@@ -340,7 +353,7 @@ def calibrate(
         loaded = _load(model, dtype, ctx.device(device) if ctx.enabled else device, attn, device_map)
         net = loaded.model
         parts = sw.model_parts(net, getattr(loaded, "arch", None))
-        k_values = _k_range(k_min, k_max, parts.num_layers)
+        k_values = _k_range(k_min, k_max, parts.num_layers, floor=_k_floor(net))
         state.update(loaded=loaded, parts=parts, k_values=k_values)
         if ctx.is_main and write:
             path = Path(out) if out is not None else Path("profiles") / f"{_alias(loaded)}.yaml"

@@ -10,7 +10,10 @@ withdrawn logits. That is N - k_min layer calls on short text-only rows instead 
 N - k_min + 1 extra full forwards.
 
 The slow reference (:func:`slow_sweep`) is the paper's loop: one forward per candidate with
-the withdrawal engine attached. Tests require both to give the same curve.
+the withdrawal engine attached. Tests require both to give the same curve. A model whose
+layers cannot be run by hand with one causal mask and one rotary table (sliding windows,
+linear attention, bidirectional blocks, per-layer inputs, KV sharing:
+``vtwcli.engine.plain_decoder_reason``) is always swept the slow way.
 """
 
 from __future__ import annotations
@@ -225,6 +228,12 @@ def fast_sweep(
     """
     import torch
 
+    from vtwcli.engine import plain_decoder_reason
+
+    if plain_decoder_reason(model) is not None:
+        # sliding windows, recurrent layers, blocks, per-layer inputs, KV sharing: only the
+        # engine follows the withdrawal rule for these, so every candidate runs through it
+        return slow_sweep(model, inputs, k_values, tokens=tokens, direction=direction, stats=stats, parts=parts)
     parts = parts or model_parts(model)
     n_layers = parts.num_layers
     ks = sorted(set(int(k) for k in k_values))

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from vtwcli.engine.core import METHODS, EngineHandle, PrefillStats, apply, attached
+from vtwcli.engine.core import (
+    METHODS,
+    EngineHandle,
+    PrefillStats,
+    apply,
+    attached,
+    k_bounds,
+    plain_decoder_reason,
+)
 
 
 @contextmanager
@@ -35,5 +43,7 @@ __all__ = [
     "PrefillStats",
     "apply",
     "attached",
+    "k_bounds",
+    "plain_decoder_reason",
     "withdraw",
 ]

@@ -22,7 +22,7 @@ import torch
 
 from vtwcli.archs import ArchRecord, get_arch
 from vtwcli.engine import positions, select
-from vtwcli.engine.masks import CHUNKED, RECURRENT, SLIDING, layer_kind, recurrent_mask, withdrawn_mask
+from vtwcli.engine.masks import CHUNKED, FULL, RECURRENT, SLIDING, layer_kind, recurrent_mask, withdrawn_mask
 from vtwcli.errors import (
     AlreadyPatchedError,
     KOutOfRangeError,
@@ -628,6 +628,34 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
         raise
     setattr(model, _ATTR, handle)
     return handle
+
+
+def k_bounds(model) -> tuple[int, int]:
+    """(smallest K the engine accepts for ``model``, N): hybrid decoders count the tokens seen
+    so far in their first attention layer, so K must be past it."""
+    arch = get_arch(model)
+    n = arch.num_layers(model.config)
+    kinds = [layer_kind(t) for t in arch.layer_types(model.config)]
+    attention = [i for i, kind in enumerate(kinds) if kind not in (RECURRENT, None)]
+    return (attention[0] + 1 if attention else 1), n
+
+
+def plain_decoder_reason(model) -> str | None:
+    """Why layers >= K of ``model`` cannot be run by hand with one causal mask, one rotary table
+    and the hidden states alone (what a fast calibration sweep does), or None when they can.
+    Anything else must go through the engine."""
+    arch = get_arch(model)
+    config = model.config
+    kinds = {layer_kind(t) for t in arch.layer_types(config)}
+    if kinds != {FULL}:
+        return "its decoder has sliding-window, chunked or non-attention layers"
+    if arch.block_input is not None:
+        return "its mask has bidirectional blocks"
+    if arch.per_token_args or tuple(arch.per_token_kwargs) != ("position_embeddings",):
+        return "its layers take per-token inputs besides the rotary table"
+    if _kv_sharing_modes(arch, config):
+        return "its layers share keys and values"
+    return None
 
 
 def attached(model) -> EngineHandle | None:

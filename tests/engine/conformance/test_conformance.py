@@ -259,3 +259,40 @@ def test_kv_sharing_derived_for_older_transformers_matches_the_config():
     older = type("Cfg", (), {"get_text_config": lambda self, decoder=True: Older(), "model_type": "gemma4"})()
     assert _kv_sharing_modes(arch, older) == list(listed)
     assert "reuse" in listed and "store" in listed
+
+
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_the_calibration_sweep_of_every_family_follows_the_rule(mt):
+    # the fast sweep runs layers >= K by hand; for a family it cannot reproduce it must fall back
+    # to the engine, so both sweeps agree, and the engine's KL is the reference's
+    from vtwcli.calibrate.kl import withdrawal_kl
+    from vtwcli.calibrate.sweep import fast_sweep, slow_sweep
+
+    m = model(mt, "eager")
+    lo = F.FAMILIES[mt].min_k
+    candidates = list(range(lo, N + 1))
+    batch = F.inputs(m, rows=(0, 1))
+    fast = fast_sweep(m, batch, candidates)
+    slow = slow_sweep(m, batch, candidates)
+    for k in candidates:
+        assert fast[k] == pytest.approx(slow[k], abs=1e-4), f"K={k}"
+    alone = F.inputs(m, rows=(1,))
+    full = _ref(mt, alone, N, None)[:, -1:]
+    withdrawn = _ref(mt, alone, lo, F.vision_mask(alone))[:, -1:]
+    expected = float(withdrawal_kl(withdrawn, full, "withdrawn||full").mean())
+    assert fast[lo][1] == pytest.approx(expected, abs=1e-4)
+    assert expected > 1e-3  # withdrawal changed the distribution
+
+
+def test_calibration_candidates_start_past_a_hybrids_first_attention_layer():
+    from vtwcli.calibrate.api import _k_floor, _k_range
+    from vtwcli.errors import KOutOfRangeError
+
+    if F.missing(F.FAMILIES["qwen3_5"]):
+        pytest.skip(F.missing(F.FAMILIES["qwen3_5"]))
+    stub = _config_only("qwen3_5")
+    assert _k_floor(stub) == 2
+    assert _k_range(None, None, N, floor=_k_floor(stub)) == [2, 3, 4]  # the default starts at the floor
+    with pytest.raises(KOutOfRangeError, match="--k-min must be in 2..4.*first attention layer"):
+        _k_range(1, None, N, floor=2)
