@@ -59,3 +59,41 @@ def _testbed_row() -> dict[str, Any]:
         cached="bundled" if (TESTBED_DIR / "model.safetensors").is_file() else "no",
     )
     return row
+
+
+def family_status(model_type: str) -> tuple[str, str | None]:
+    """("verified", None) for a family the engine supports; otherwise ("refused" or "unsupported", why),
+    read from the architecture records (vtwcli.archs)."""
+    from vtwcli.archs import get_arch
+    from vtwcli.errors import UnsupportedModelError
+
+    try:
+        record = get_arch(model_type)
+    except UnsupportedModelError as err:
+        return "unsupported", str(err).split(". Supported")[0]
+    refusal = getattr(record, "refusal", None)
+    return ("verified", None) if refusal is None else ("refused", refusal)
+
+
+def family_rows() -> list[dict[str, Any]]:
+    """One row per architecture record (verified and refused), with the aliases that load it."""
+    from vtwcli import archs
+
+    records = archs.records() if hasattr(archs, "records") else archs.supported()
+    by_type: dict[str, list[str]] = {}
+    for spec in _SPECS:
+        by_type.setdefault(spec.shipped()["config"]["model_type"], []).append(spec.alias)
+    rows = []
+    for rec in records:
+        status, reason = family_status(rec.model_type)
+        rows.append(
+            {
+                "family": rec.family,
+                "model_type": rec.model_type,
+                "status": status,
+                "reason": reason,
+                "aliases": by_type.get(rec.model_type, []),
+                "notes": getattr(rec, "notes", "") or None,
+            }
+        )
+    return rows

@@ -115,7 +115,14 @@ class LoadedModel:
         tok = self.tokenizer
         tok.padding_side = "left"
         try:
-            batch = self.processor(**kwargs)
+            try:
+                batch = self.processor(**kwargs)
+            except ValueError:
+                if n < 2 or not flat_images or not all(per_images):
+                    raise
+                # some processors (Gemma 3) take a batch's images nested per prompt, not flat
+                kwargs["images"] = [[load_image(x) for x in imgs] for imgs in per_images]
+                batch = self.processor(**kwargs)
         except (ValueError, TypeError) as err:
             raise UsageError(f"the {self.alias or self.model_id} processor refused these inputs: {err}") from err
         return batch.to(self.device, dtype=self.model.dtype) if hasattr(batch, "to") else batch
@@ -374,7 +381,11 @@ def from_config(
     torch.manual_seed(0)
     # Building under the target device avoids a full fp32 copy in host memory first.
     with torch.device(dev):
-        model = AutoModelForImageTextToText.from_config(config, dtype=torch_dtype(dt), attn_implementation=attn)
+        try:
+            model = AutoModelForImageTextToText.from_config(config, dtype=torch_dtype(dt), attn_implementation=attn)
+        except ValueError as err:
+            _raise_if_attn_unsupported(err, attn)
+            raise
     model.eval()
     return _wrap(model, processor, alias, model_id, dev, dt, attn, True, synthetic_processor, revision)
 
@@ -452,6 +463,7 @@ def _from_pretrained(source: str, resolved: Resolved, dtype: str, device: str, a
     except OSError as err:
         raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
     except ValueError as err:
+        _raise_if_attn_unsupported(err, attn)
         if placement is not None and "offload" in str(err):
             raise UsageError(
                 f"the model does not fit the devices and memory given to --device-map: {str(err).splitlines()[0]}"
@@ -465,6 +477,14 @@ def _from_pretrained(source: str, resolved: Resolved, dtype: str, device: str, a
         model.to(device)
     model.eval()
     return model
+
+
+def _raise_if_attn_unsupported(err: ValueError, attn: str) -> None:
+    if "does not support an attention implementation" in str(err):
+        raise UsageError(
+            f"this model's decoder has no --attn {attn} implementation in transformers "
+            f"({str(err).split('.')[0]}); use --attn eager"
+        ) from err
 
 
 def _load_failure(resolved: Resolved, revision, err: Exception) -> str:
@@ -490,11 +510,48 @@ def _processor_from(source: str, resolved: Resolved, revision):
     try:
         processor = AutoProcessor.from_pretrained(source, **kwargs)
     except OSError as err:
-        raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
+        processor = _processor_without_video(source, kwargs, err)
+        if processor is None:
+            raise ModelNotFoundError(_load_failure(resolved, revision, err)) from err
     tok = getattr(processor, "tokenizer", None)
     if tok is not None:
         tok.padding_side = "left"
     return processor
+
+
+def _processor_without_video(source: str, kwargs: dict[str, Any], err: OSError):
+    """transformers' video processors need torchvision; without it the family's processor is loaded
+    for images only (videos are refused by the processor then). None when that is not the problem."""
+    from vtwcli.models.synthetic import _has_torchvision, _without_video
+
+    if _has_torchvision() or "video processor" not in str(err):
+        return None
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.utils import cached_file
+
+    try:
+        import json
+
+        config_file = cached_file(source, "processor_config.json", **kwargs)
+        saved = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        cls = getattr(transformers, str(saved.pop("processor_class", "")), None)
+        if cls is None:
+            return None
+        parts = ("image_processor", "video_processor", "tokenizer", "feature_extractor")
+        extra = {k: v for k, v in saved.items() if k not in parts and not isinstance(v, dict) and not k.endswith("_class")}
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        template = getattr(tokenizer, "chat_template", None)
+        try:
+            template = Path(cached_file(source, "chat_template.jinja", **kwargs)).read_text(encoding="utf-8")
+        except OSError:
+            pass
+        return _without_video(cls)(
+            image_processor=AutoImageProcessor.from_pretrained(source, **kwargs), tokenizer=tokenizer,
+            video_processor=None, chat_template=template, **extra,
+        )
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _config_for_random(resolved: Resolved, revision):
@@ -538,10 +595,13 @@ def _processor_for_random(resolved: Resolved, revision):
     except (OSError, ValueError):
         pass
     if resolved.spec is None or resolved.spec.shipped().get("processor") is None:
+        why = (resolved.spec.shipped().get("processor_note") if resolved.spec else None) or (
+            "vtw ships no stand-in processor for it"
+        )
         raise ModelNotFoundError(
-            f"--random-init for {resolved.model_id} needs its processor files in the local cache (vtw ships no "
-            f"stand-in processor for this family); download them with {download_hint(resolved.model_id, revision)}"
-            ", or save a model and processor to a directory and pass that"
+            f"--random-init for {resolved.model_id} needs its processor files in the local cache ({why}); "
+            f"download them with {download_hint(resolved.model_id, revision)}, or save a model and processor to a "
+            "directory and pass that"
         )
     from vtwcli.models.synthetic import synthetic_processor
 

@@ -85,7 +85,23 @@ def _without_video(cls):
             return None
         return cls.check_argument_for_proper_class(self, argument_name, argument)
 
-    return type(cls.__name__, (cls,), {"check_argument_for_proper_class": check_argument_for_proper_class})
+    @classmethod
+    def get_attributes(klass):
+        names = cls.get_attributes()
+        return [a for a in names if a != "video_processor"] if klass._saving else names
+
+    def save_pretrained(self, *args, **kwargs):  # write everything but the missing video processor
+        type(self)._saving = True
+        try:
+            return cls.save_pretrained(self, *args, **kwargs)
+        finally:
+            type(self)._saving = False
+
+    return type(
+        cls.__name__, (cls,),
+        {"check_argument_for_proper_class": check_argument_for_proper_class, "get_attributes": get_attributes,
+         "save_pretrained": save_pretrained, "_saving": False},
+    )
 
 
 def _has_torchvision() -> bool:
