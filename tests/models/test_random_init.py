@@ -75,7 +75,7 @@ def test_random_init_without_a_stand_in_processor_says_what_to_do(monkeypatch, t
 def test_random_init_builds_and_answers(alias):
     lm = _build(alias)
     assert lm.random_init and lm.synthetic_processor and lm.num_layers == TEXT_LAYERS
-    assert lm.config.model_type == SPECS[alias].shipped()["config"]["model_type"]
+    assert lm.arch.family == SPECS[alias].family
     size = HAND_COUNTS.get(alias, ((400, 300), None))[0]
     if alias in ONE_PROMPT:
         inputs = lm.prepare("what is this", images=_image(size))

@@ -71,15 +71,14 @@ def family_status(model_type: str) -> tuple[str, str | None]:
         record = get_arch(model_type)
     except UnsupportedModelError as err:
         return "unsupported", str(err).split(". Supported")[0]
-    refusal = getattr(record, "refusal", None)
-    return ("verified", None) if refusal is None else ("refused", refusal)
+    return ("verified", None) if record.refusal is None else ("refused", record.refusal)
 
 
 def family_rows() -> list[dict[str, Any]]:
     """One row per architecture record (verified and refused), with the aliases that load it."""
     from vtwcli import archs
 
-    records = archs.records() if hasattr(archs, "records") else archs.supported()
+    records = archs.records()
     by_type: dict[str, list[str]] = {}
     for spec in _SPECS:
         by_type.setdefault(spec.shipped()["config"]["model_type"], []).append(spec.alias)
@@ -93,7 +92,7 @@ def family_rows() -> list[dict[str, Any]]:
                 "status": status,
                 "reason": reason,
                 "aliases": by_type.get(rec.model_type, []),
-                "notes": getattr(rec, "notes", "") or None,
+                "notes": rec.notes or None,
             }
         )
     return rows

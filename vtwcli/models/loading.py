@@ -125,6 +125,8 @@ class LoadedModel:
                 batch = self.processor(**kwargs)
         except (ValueError, TypeError) as err:
             raise UsageError(f"the {self.alias or self.model_id} processor refused these inputs: {err}") from err
+        if "labels" in batch:  # training targets some processors add (PaliGemma): generation takes none
+            del batch["labels"]
         return batch.to(self.device, dtype=self.model.dtype) if hasattr(batch, "to") else batch
 
     def _template(self, conversation) -> str:
