@@ -38,6 +38,9 @@ ROW_FIELDS = (
     "peak_mem_bytes", "per_sample_mem_bytes", "per_sample_mem_ratio",
     "nvml_peak_bytes", "nvml_per_sample_bytes", "nvml_per_sample_ratio",
     "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank", "kind", "k_range",
+    "samples_per_s", "tokens_per_s", "tokens_per_s_ratio", "tokens_per_s_ratio_ci95",
+    "max_batch", "max_batch_capped", "max_batch_ratio", "max_batch_predicted", "max_batch_predicted_ratio",
+    "peak_bytes_at_max_batch", "search",
 )  # fmt: skip
 
 
@@ -86,6 +89,21 @@ class MethodRow:
     per_rank: list[dict[str, Any]] | None = None
     kind: str | None = None  # the method this row runs (``vtw`` for a row labelled ``vtw@4``)
     k_range: list[int] | None = None  # random-k: K was drawn per sample from lo..hi
+    # throughput (--batch-size B > 1, or at the max batch with --memory-budget): pooled over the
+    # row's generate() calls (rows of every call / seconds of every call)
+    samples_per_s: float | None = None
+    tokens_per_s: float | None = None  # generated tokens (each row up to its end-of-sequence)
+    # median of the tokens/s ratios to the baseline paired per batch (or per round), and its interval
+    tokens_per_s_ratio: float | None = None
+    tokens_per_s_ratio_ci95: list[float] | None = None
+    # --memory-budget: the largest batch of the task's prompts that fit, and the analytic prediction
+    max_batch: int | None = None
+    max_batch_capped: bool | None = None  # the largest size tried (all the prompts) fit
+    max_batch_ratio: float | None = None
+    max_batch_predicted: int | None = None
+    max_batch_predicted_ratio: float | None = None
+    peak_bytes_at_max_batch: int | None = None
+    search: dict[str, Any] | None = None  # every size tried {batch, fits, peak_bytes, reason, ...}, the prediction
 
 
 @dataclass
@@ -141,8 +159,8 @@ class BenchResult:
                         d[f"{name}_{key}"] = value.get(key) if value else None
                 elif name.endswith("_ci95"):
                     d[f"{name}_lo"], d[f"{name}_hi"] = value if value else (None, None)
-                elif name in ("metrics", "per_rank"):
-                    d[name] = json.dumps(value) if value else None
+                elif name in ("metrics", "per_rank", "search"):
+                    d[name] = json.dumps(value, default=str) if value else None
                 else:
                     d[name] = value
             out.append(d)
@@ -174,6 +192,11 @@ class BenchResult:
         metric = next((r.metric for r in self.rows if r.metric), None)
         return f"{self.task.get('name')} {metric}" if metric else "accuracy"
 
+    @property
+    def mode(self) -> str:
+        """``latency`` (one sample per call), ``batch`` (--batch-size > 1) or ``memory-budget``."""
+        return str(self.settings.get("mode") or "latency")
+
     def display_rows(self) -> tuple[list[str], list[list[str]]]:
         """Header and cells of the human table, the same in the terminal and in markdown.
 
@@ -181,6 +204,8 @@ class BenchResult:
         accuracy with random weights) are left out; a notice says why, and CSV and JSON keep
         every column.
         """
+        if self.mode == "memory-budget":
+            return self._budget_rows()
         cuda = bool(self.environment.get("cuda"))
         nvml = bool(self.environment.get("nvml"))
         unit, scale = self.flops_unit()
@@ -221,8 +246,41 @@ class BenchResult:
         if not self.task.get("has_answers"):
             for row in body:
                 row[-2] = "n/a"
+        if self.mode == "batch":
+            at = len(headers) - 2  # before accuracy and agreement
+            headers[at:at] = ["samples/s", "tok/s", "tok/s x base"]
+            for r, cells in zip(self.rows, body, strict=True):
+                cells[at:at] = [_fixed(r.samples_per_s) if r.samples_per_s else "-",
+                                _fixed(r.tokens_per_s) if r.tokens_per_s else "-",
+                                _ratio_ci(r.tokens_per_s_ratio, r.tokens_per_s_ratio_ci95)]  # fmt: skip
         shown = [i for i in range(len(headers)) if not body or any(row[i] != "n/a" for row in body)]
         return [headers[i] for i in shown], [[row[i] for i in shown] for row in body]
+
+    def _budget_rows(self) -> tuple[list[str], list[list[str]]]:
+        headers = [
+            "method", "K", "max batch", "max batch x base", "predicted", "predicted x base",
+            "tok/s at max batch", "tok/s x base", "samples/s", "peak MiB", "KV MiB/sample", "did not fit",
+        ]  # fmt: skip
+        body = []
+        for r in self.rows:
+            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if r.method == "fastv" else str(r.k))
+            mb = "-" if r.max_batch is None else (f">={r.max_batch}" if r.max_batch_capped else str(r.max_batch))
+            fails = [t for t in (r.search or {}).get("tries", []) if not t.get("fits")]
+            body.append([
+                r.method if not r.error else f"{r.method} ({r.error.split(':')[0]})",
+                k,
+                mb,
+                _ratio(r.max_batch_ratio),
+                "-" if r.max_batch_predicted is None else str(r.max_batch_predicted),
+                _ratio(r.max_batch_predicted_ratio),
+                _fixed(r.tokens_per_s) if r.tokens_per_s else "-",
+                _ratio_ci(r.tokens_per_s_ratio, r.tokens_per_s_ratio_ci95),
+                _fixed(r.samples_per_s) if r.samples_per_s else "-",
+                _mib(r.peak_bytes_at_max_batch),
+                _mib(r.kv_bytes_per_sample),
+                ", ".join(str(t["batch"]) for t in fails) or "-",
+            ])  # fmt: skip
+        return headers, body
 
     def paired_rows(self) -> tuple[list[str], list[list[str]]]:
         """One line per compared pair: median per-sample ratio [95% interval] and the verdict."""
@@ -237,13 +295,28 @@ class BenchResult:
 
     def caption(self) -> str:
         e, m, p, s = self.environment, self.model, self.prompt, self.settings
+        if self.mode == "memory-budget":
+            return (
+                f"{m.get('alias') or m.get('id')} ({m.get('num_layers')} layers, h={m.get('hidden_size')}"
+                f"{', random init' if m.get('random_init') else ''}) on {self.task.get('name')}: the largest batch of "
+                f"the first {s.get('max_batch_cap')} prompts within {s.get('memory_budget_text')} "
+                f"({s.get('memory_budget_meter')}); prompt {p.get('avg_prompt_tokens', 0):.1f} tokens of which "
+                f"{p.get('avg_vision_tokens', 0):.1f} vision; {e.get('device_name')}, {s.get('dtype')}, "
+                f"attn={s.get('attn')}, max_new_tokens={s.get('max_new_tokens')}, greedy; tok/s over "
+                f"{s.get('repeats')} interleaved rounds at each max batch; x base = ratio to baseline (tok/s: median "
+                f"of the per-round ratios [95% bootstrap interval]); >=N: every prompt fit, raise --limit"
+            )
+        batch = ""
+        if self.mode == "batch":
+            batch = (f"; {s.get('batch_size')} samples per call (left-padded; a sample's latency is its call's, "
+                     "and ratios pair batches); tok/s x base: median of per-batch ratios [95% bootstrap interval]")  # fmt: skip
         return (
             f"{m.get('alias') or m.get('id')} ({m.get('num_layers')} layers, h={m.get('hidden_size')}"
             f"{', random init' if m.get('random_init') else ''}) on {self.task.get('name')}: "
             f"{self.task.get('samples')} samples, prompt {p.get('avg_prompt_tokens', 0):.1f} tokens of which "
             f"{p.get('avg_vision_tokens', 0):.1f} vision; {e.get('device_name')}, {s.get('dtype')}, "
             f"attn={s.get('attn')}, max_new_tokens={s.get('max_new_tokens')}, greedy; "
-            f"latencies: median ±half-IQR; x base = median of the per-sample ratios to baseline"
+            f"latencies: median ±half-IQR; x base = median of the per-sample ratios to baseline{batch}"
         )
 
     PAIRED_NOTE = (
@@ -293,6 +366,12 @@ def _ratio(v: float | None) -> str:
 
 def _mib(v: float | None) -> str:
     return "-" if v is None else f"{v / 2**20:.2f}"
+
+
+def _ratio_ci(v: float | None, ci: list[float] | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if not ci else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _interval(entry: dict[str, Any] | None) -> str:

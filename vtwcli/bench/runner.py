@@ -173,6 +173,9 @@ class BenchPlan:
     device_map: str | None = None
     judge_url: str | None = None  # MMBench: OpenAI-compatible judge for replies the rule cannot read
     judge_model: str | None = None
+    batch_size: int = 1  # samples per generate() call (left-padded)
+    memory_budget: int | None = None  # bytes: the max-batch search mode (see vtwcli.bench.throughput)
+    repeats: int = 3  # timed rounds at each row's max batch (memory-budget mode)
 
     @property
     def needs_k(self) -> bool:
@@ -295,10 +298,32 @@ def plan(
     prompt_words: int = SYNTHETIC_PROMPT_WORDS,
     data: str | None = None,
     data_path: str | None = None,
+    batch_size: int = 1,
+    memory_budget: str | int | None = None,
+    repeats: int = 3,
     **rest: Any,
 ) -> BenchPlan:
     """Stage 1: check every option a user can get wrong, before anything heavy is loaded."""
     chosen = parse_methods(methods)
+    _check_positive("--batch-size", batch_size)
+    _check_positive("--repeats", repeats)
+    budget = None
+    if memory_budget is not None:
+        from vtwcli.bench.budget import parse_memory_budget
+
+        budget = parse_memory_budget(memory_budget)
+        if batch_size != 1:
+            raise UsageError(
+                "--memory-budget searches the largest batch that fits for each method; drop --batch-size "
+                "(or drop --memory-budget to time one fixed batch size)"
+            )
+        if rest.get("device_map") is not None:
+            raise UsageError("--memory-budget measures one device; it cannot be combined with --device-map")
+    if (batch_size != 1 or budget is not None) and "random-k" in chosen:
+        raise UsageError(
+            "random-k draws its K per sample, so its samples cannot share a batch; drop random-k from "
+            "--methods or run with --batch-size 1"
+        )
     _check_positive("--limit", limit)
     _check_positive("--max-new-tokens", max_new_tokens)
     _check_positive("--min-new-tokens", min_new_tokens)
@@ -342,7 +367,8 @@ def plan(
     return BenchPlan(
         model=model, methods=chosen, k=k, ks=ks, k_range=k_range, profile=profile, prof=prof, fastv_k=fastv_k,
         fastv_ratio=float(fastv_ratio), limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens, warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path, **rest,
+        min_new_tokens=min_new_tokens, warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path,
+        batch_size=batch_size, memory_budget=budget, repeats=repeats, **rest,
     )  # fmt: skip
 
 
@@ -382,6 +408,27 @@ class Setup:
         elif variant == "white":
             images, videos = [_white_like(x) for x in images], [_white_like(v) for v in videos]
         return self.loaded.prepare(s.prompt, images=images or None, videos=videos or None)
+
+    def batch_inputs(self, indices: Sequence[int], variant: str = "image"):
+        """One left-padded batch of the samples ``indices`` (one row each, in that order)."""
+        if len(indices) == 1:
+            return self.inputs(indices[0], variant)
+        prompts, images, videos = [], [], []
+        for i in indices:
+            s = self.samples[i]
+            imgs, vids = s.images, s.videos
+            if s.record is not None and self.task is not None:
+                imgs, vids = list(self.task.images(s.record)), list(_videos(self.task, s.record))
+            if variant == "none":
+                imgs, vids = [], []
+            elif variant == "white":
+                imgs, vids = [_white_like(x) for x in imgs], [_white_like(v) for v in vids]
+            prompts.append(s.prompt)
+            images.append(list(imgs))
+            videos.append(list(vids))
+        return self.loaded.prepare(
+            prompts, images=images if any(images) else None, videos=videos if any(videos) else None
+        )
 
 
 def load(p: BenchPlan, *, device: str | None = None) -> Setup:
@@ -529,6 +576,8 @@ class Measured:
     outcomes: dict[str, list[RunOutcome | None]]
     errors: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    # per row key, one entry per generate() call: {"samples": [indices], "seconds", "new_tokens"}
+    batches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def measure(
@@ -539,10 +588,14 @@ def measure(
     warmup: int = 1,
     progress: ProgressFn | None = None,
     where: str = "",
+    batch_size: int = 1,
 ) -> Measured:
     """Stage 3: warm up, then time every row on each sample of ``indices``, then measure memory.
 
-    Rows run round-robin per sample, the first row rotating with the sample index. ``meter`` is
+    With ``batch_size`` B the samples go in consecutive groups of B, one left-padded
+    ``generate()`` call per group and row (each sample's latency is its call's). Rows run
+    round-robin per group, the first row rotating with the group index (the sample index
+    when B = 1). ``meter`` is
     a :class:`MemoryMeter` (or anything with its interface); it is only ever called in the
     memory pass, after every timed run, so no allocator call or NVML poll can land in a timed
     region. A row that runs out of memory stops there; the others go on.
@@ -550,49 +603,66 @@ def measure(
     import torch
 
     specs, samples = setup.specs, setup.samples
-    groups = [[i] for i in indices]  # one sample per generate() call
-    total_runs = len(indices) * len(specs)
-    cached: dict[tuple[int, str], Any] = {}
+    indices = list(indices)
+    groups = [indices[j:j + batch_size] for j in range(0, len(indices), batch_size)]
+    total_runs = len(groups) * len(specs)
+    cached: dict[tuple[tuple[int, ...], str], Any] = {}
 
-    def inputs_for(i: int, variant: str = "image"):
-        if not any(key[0] == i for key in cached):
-            cached.clear()  # one sample's tensors at a time on the device
-        if (i, variant) not in cached:
-            cached[(i, variant)] = setup.inputs(i, variant)
-        return cached[(i, variant)]
+    def inputs_for(group: Sequence[int], variant: str = "image"):
+        key = tuple(group)
+        if not any(k[0] == key for k in cached):
+            cached.clear()  # one group's tensors at a time on the device
+        if (key, variant) not in cached:
+            cached[(key, variant)] = setup.batch_inputs(key, variant)
+        return cached[(key, variant)]
+
+    def run(spec: MethodSpec, group: Sequence[int]) -> list[RunOutcome]:
+        inputs = inputs_for(group, spec.inputs)
+        if batch_size == 1:
+            return [_run_one(setup.loaded, spec.at(group[0]), inputs, setup.gen)]
+        return _run_batch(setup.loaded, spec, inputs, setup.gen)
 
     for w in range(warmup if groups else 0):
         for spec in specs:
             if progress:
                 progress(0, total_runs, f"warm-up {spec.key}")
-            i = groups[w % len(groups)][0]
             with contextlib.suppress(torch.OutOfMemoryError):
-                _run_one(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
+                run(spec, groups[w % len(groups)])
 
     outcomes: dict[str, list[RunOutcome | None]] = {s.key: [None] * len(samples) for s in specs}
+    batches: dict[str, list[dict[str, Any]]] = {s.key: [] for s in specs}
     errors: dict[str, str] = {}
     notices: list[str] = []
     done = 0
-    for group in groups:
+    for g, group in enumerate(groups):
         i = group[0]
-        order = specs[i % len(specs):] + specs[: i % len(specs)]
+        turn = i if batch_size == 1 else g
+        order = specs[turn % len(specs):] + specs[: turn % len(specs)]
+        what = f"sample {i + 1}/{len(samples)}" if batch_size == 1 else f"batch {g + 1}/{len(groups)}"
         for spec in order:
             if spec.key in errors:
                 done += 1
                 continue
             if progress:
-                progress(done, total_runs, f"sample {i + 1}/{len(samples)} {spec.key}")
+                progress(done, total_runs, f"{what} {spec.key}")
             try:
-                outcome = _run_one(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
+                got = run(spec, group)
             except torch.OutOfMemoryError as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else "CUDA out of memory"
-                errors[spec.key] = f"out of memory on sample {i + 1}: {first[:200]}"
+                place = f"sample {i + 1}" if batch_size == 1 else f"batch {g + 1} (samples {i + 1}..{group[-1] + 1})"
+                errors[spec.key] = f"out of memory on {place}: {first[:200]}"
                 notices.append(f"{spec.key}: {errors[spec.key]}{where}; its row covers the samples before")
                 _free(meter)
             else:
-                problem = not_pruned(spec.at(i), outcome, i)
+                problems = (not_pruned(spec.at(j), o, j) for o, j in zip(got, group, strict=True))
+                problem = next((q for q in problems if q), None)
                 if problem is None:
-                    outcomes[spec.key][i] = outcome
+                    for outcome, j in zip(got, group, strict=True):
+                        outcomes[spec.key][j] = outcome
+                    batches[spec.key].append({
+                        "samples": list(group), "seconds": got[0].total_s,
+                        "new_tokens": sum(len(o.token_ids) for o in got),
+                    })  # fmt: skip
                 else:  # it ran as the baseline: its timings would be the baseline's
                     errors[spec.key] = problem
                     notices.append(f"{spec.key}: {problem}{where}; its row covers the samples before")
@@ -603,7 +673,7 @@ def measure(
     if getattr(meter, "cuda", False):
         memory_pass(setup, groups, outcomes, meter, inputs_for, progress=progress)
     cached.clear()
-    return Measured(outcomes=outcomes, errors=errors, notices=notices)
+    return Measured(outcomes=outcomes, errors=errors, notices=notices, batches=batches)
 
 
 def memory_pass(setup: Setup, groups, outcomes, meter, inputs_for, *, progress: ProgressFn | None = None) -> None:
@@ -628,12 +698,26 @@ def memory_pass(setup: Setup, groups, outcomes, meter, inputs_for, *, progress: 
                 progress(done, total, f"memory {i + 1}/{len(setup.samples)} {spec.key}")
             meter.begin()
             try:
-                _generate(setup.loaded, spec.at(i), inputs_for(i, spec.inputs), setup.gen)
+                _generate(setup.loaded, spec.at(i), inputs_for(group, spec.inputs), setup.gen)
             except torch.OutOfMemoryError:
                 meter.abort()
                 continue
-            outcome.memory = meter.end()
+            memory = meter.end()
+            if len(group) > 1:  # a batch's peak is shared: per sample = its share of the growth
+                memory = _per_row_memory(memory, len(group))
+            for j in group:
+                if outcomes[spec.key][j] is not None:
+                    outcomes[spec.key][j].memory = memory
             done += 1
+
+
+def _per_row_memory(m: SampleMemory, rows: int) -> SampleMemory:
+    return SampleMemory(
+        peak_bytes=m.peak_bytes,
+        per_sample_bytes=None if m.per_sample_bytes is None else m.per_sample_bytes // rows,
+        nvml_peak_bytes=m.nvml_peak_bytes,
+        nvml_per_sample_bytes=None if m.nvml_per_sample_bytes is None else m.nvml_per_sample_bytes // rows,
+    )
 
 
 def not_pruned(spec: MethodSpec, outcome: RunOutcome, index: int) -> str | None:
@@ -671,10 +755,14 @@ def summarize(
     """Stage 4: rows, the prompt shape, settings and environment -> :class:`BenchResult`."""
     loaded, specs, samples = setup.loaded, setup.specs, setup.samples
     rows, prompt_info = _summarize(loaded, specs, samples, measured.outcomes, measured.errors, setup.task)
-    paired = paired_block(measured.outcomes, {s.key: s.name for s in specs}, seed=p.seed)
+    # a batch is one measurement (its samples share its times): pair batches, not their samples
+    per_call = measured.outcomes if p.batch_size == 1 else _first_of_each_batch(measured.outcomes, measured.batches)
+    paired = paired_block(per_call, {s.key: s.name for s in specs}, seed=p.seed)
     apply_paired(rows, specs, paired)
     for row, spec in zip(rows, specs, strict=True):
         row.per_rank = _per_rank(measured.outcomes[spec.key], ran_on, shares)
+    if p.batch_size > 1:
+        batch_throughput(rows, specs, measured.batches, seed=p.seed)
     meter_info = shares[0].get("meter", {}) if shares else {}
     env = environment(loaded, meter_info)
     env["world_size"] = world_size
@@ -696,9 +784,12 @@ def summarize(
         "min_new_tokens": setup.gen.get("min_new_tokens"),
         "greedy": True,
         "num_beams": 1,
-        "batch_size": 1,
+        "batch_size": p.batch_size,
+        "mode": "batch" if p.batch_size > 1 else "latency",
         "warmup_rounds": p.warmup,
-        "order": "round-robin per sample, starting method rotates",
+        "order": "round-robin per sample, starting method rotates" if p.batch_size == 1
+        else f"consecutive batches of {p.batch_size} samples, left-padded; round-robin per batch, starting method "
+        "rotates; paired ratios are per batch",
         "memory": "separate untimed pass per sample and method" if env.get("cuda") else None,
         "dtype": loaded.dtype,
         "attn": loaded.attn,
@@ -769,6 +860,9 @@ def bench(
     judge_url: str | None = None,
     judge_model: str | None = None,
     k_range: str | tuple[int, int] | None = None,
+    batch_size: int = 1,
+    memory_budget: str | int | None = None,
+    repeats: int = 3,
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
     ``noimage``, ``white``, ``random-k``) on the same samples.
@@ -790,6 +884,13 @@ def bench(
     the other ranks return None. ``device_map="auto"`` spreads one model over the devices.
     ``judge_url``/``judge_model`` (MMBench only): an OpenAI-compatible endpoint that reads the
     replies lmms-eval's rule cannot read, as lmms-eval's GPT judge does (docs/datasets.md).
+
+    ``batch_size`` B > 1: every row generates B samples per call (left-padded, the same groups
+    for every row, interleaved per batch); rows gain samples/s, generated tokens/s and tokens/s
+    paired with the baseline per batch, and the latency ratios pair batches too.
+    ``memory_budget`` ("20GiB"; GPU: device memory, CPU: the process's resident memory): each
+    row's largest batch that fits, predicted and searched (:mod:`vtwcli.bench.throughput`),
+    and its throughput there over ``repeats`` interleaved rounds.
     """
     p = plan(
         model, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k, fastv_ratio=fastv_ratio,
@@ -798,7 +899,7 @@ def bench(
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
         judge_url=judge_url, judge_model=judge_model,
-        k_range=k_range,
+        k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
     )  # fmt: skip
 
     from vtwcli.distributed import context, run_sharded
@@ -809,6 +910,12 @@ def bench(
             "--device-map splits one model over the devices; under torchrun/accelerate launch each rank "
             "already has its own device. Use one or the other"
         )
+    if p.memory_budget is not None:
+        if ctx.enabled:
+            raise UsageError("--memory-budget searches one device's largest batch; run it without torchrun/accelerate")
+        from vtwcli.bench.throughput import budget_run
+
+        return budget_run(p, load(p), progress=progress)
     state: dict[str, Any] = {}
 
     def work() -> dict[str, Any]:
@@ -823,13 +930,14 @@ def bench(
         mine = ctx.shard_indices(len(setup.samples))  # this rank's samples; all of them in one process
         measured = measure(
             setup, mine, meter=meter, warmup=p.warmup, progress=progress if ctx.is_main else None,
-            where=f" on rank {ctx.rank}" if ctx.enabled else "",
+            where=f" on rank {ctx.rank}" if ctx.enabled else "", batch_size=p.batch_size,
         )  # fmt: skip
         state["setup"] = setup
         return {
             "outcomes": {key: [(i, outs[i]) for i in mine] for key, outs in measured.outcomes.items()},
             "errors": measured.errors,
             "notices": measured.notices,
+            "batches": measured.batches,
             "device": str(setup.loaded.device),
             "device_name": device_name(setup.loaded, meter.cuda),
             "meter": meter.info(),
@@ -850,6 +958,7 @@ def gather(setup: Setup, shares: list[dict[str, Any]], *, enabled: bool) -> tupl
     ran_on: list[int | None] = [None] * len(samples)
     errors: dict[str, str] = {}
     notices: list[str] = []
+    batches: dict[str, list[dict[str, Any]]] = {}
     for rank, share in enumerate(shares):
         for key, pairs in share["outcomes"].items():
             for i, outcome in pairs:
@@ -860,10 +969,44 @@ def gather(setup: Setup, shares: list[dict[str, Any]], *, enabled: bool) -> tupl
         for key, msg in share["errors"].items():
             errors.setdefault(key, f"rank {rank}: {msg}" if enabled else msg)
         notices.extend(share["notices"])
+        for key, calls in (share.get("batches") or {}).items():
+            batches.setdefault(key, []).extend(dict(c, rank=rank) for c in calls)
     missing = [samples[i].id for i, r in enumerate(ran_on) if r is None]
     if missing:
         raise RuntimeError(f"no rank ran samples {missing[:5]}; the shards do not cover the task")
-    return Measured(outcomes=outcomes, errors=errors, notices=notices), ran_on
+    return Measured(outcomes=outcomes, errors=errors, notices=notices, batches=batches), ran_on
+
+
+def _first_of_each_batch(outcomes: dict[str, list[Any]], batches: dict[str, list[dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Each row's outcomes with only the first sample of each batch kept (the others share its times)."""
+    firsts = {c["samples"][0] for calls in batches.values() for c in calls}
+    return {key: [o if j in firsts else None for j, o in enumerate(outs)] for key, outs in outcomes.items()}
+
+
+def batch_throughput(rows: list[MethodRow], specs: list[MethodSpec], batches: dict[str, list[dict[str, Any]]],
+                     *, seed: int = 0) -> None:  # fmt: skip
+    """Samples/s and generated tokens/s per row, pooled over its calls, and its tokens/s paired
+    with the baseline's on the same batch (the same samples, interleaved): median of the
+    per-batch ratios with its bootstrap interval."""
+    from vtwcli.bench.paired import compare
+
+    def tps(call: dict[str, Any]) -> float | None:
+        return call["new_tokens"] / call["seconds"] if call.get("seconds") else None
+
+    base_spec = next((s for s in specs if s.name == "baseline"), None)
+    base_calls = {tuple(c["samples"]): c for c in batches.get(base_spec.key, [])} if base_spec else {}
+    for row, spec in zip(rows, specs, strict=True):
+        calls = [c for c in batches.get(spec.key, []) if c.get("seconds")]
+        if not calls:
+            continue
+        seconds = sum(c["seconds"] for c in calls)
+        row.samples_per_s = sum(len(c["samples"]) for c in calls) / seconds
+        row.tokens_per_s = sum(c["new_tokens"] for c in calls) / seconds
+        pairs = [(tps(c), tps(base_calls[tuple(c["samples"])])) for c in calls if tuple(c["samples"]) in base_calls]
+        ratios = [a / b for a, b in pairs if a and b]
+        if ratios:
+            got = compare(ratios, seed=seed)
+            row.tokens_per_s_ratio, row.tokens_per_s_ratio_ci95 = got["median"], got["ci95"]
 
 
 # ---------------------------------------------------------------- pieces
@@ -942,7 +1085,18 @@ def _generate(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], processors=
 
 
 def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepClock | None = None) -> RunOutcome:
-    """One timed generate() call. Inside the timed region: the call and the clock's syncs only."""
+    """One timed generate() call on one sample. Inside the timed region: the call and the clock's syncs only."""
+    return _run_batch(loaded, spec, inputs, gen, clock)[0]
+
+
+def _run_batch(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepClock | None = None) -> list[RunOutcome]:
+    """One timed generate() call on a (left-padded) batch: one :class:`RunOutcome` per row.
+
+    Every row shares the call's timings (each sample waited for the whole call); a row's
+    tokens end at its first end-of-sequence token (generate() pads finished rows after it), so
+    a row's reply is what the same prompt gives alone. ``kv_bytes`` is the row's share of the
+    batch's cache (left padding included); ``kv_layer_tokens`` the batch cache's lengths.
+    """
     import torch
     from transformers import LogitsProcessorList
 
@@ -950,10 +1104,8 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepC
     clock = clock if clock is not None else StepClock(model_devices(model) or [loaded.device])
     ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
-    prompt_tokens = int(mask.sum()) if mask is not None else int(ids.numel())
+    rows, width = int(ids.shape[0]), int(ids.shape[1])
     placeholder = _placeholders(loaded)
-    vision_tokens = int(sum(int((ids == p).sum()) for p in placeholder))
-    vision_start = _vision_start(ids, mask, placeholder)
     with spec.engine(model) as handle, torch.inference_mode():
         clock.begin()
         out = model.generate(
@@ -964,35 +1116,54 @@ def _run_one(loaded, spec: MethodSpec, inputs, gen: dict[str, Any], clock: StepC
         )
         clock.finish()
     stats = getattr(handle, "last_prefill", None)
-    kept = int(sum(stats.kept)) if stats is not None else None
     cache = getattr(out, "cache", None)
     if cache is None:
         cache = getattr(out, "past_key_values", None)
     kv = cache_bytes(cache) if cache is not None else 0
     kv_layers = layer_seq_lengths(cache) if cache is not None else []
-    new = out.sequences[0, ids.shape[1]:].tolist()
+    sequences = out.sequences[:, width:].tolist()
     del out, cache
-    reply = loaded.tokenizer.decode(new, skip_special_tokens=True).strip()
-    return RunOutcome(
-        reply=reply,
-        token_ids=new,
-        prompt_tokens=prompt_tokens,
-        vision_tokens=vision_tokens,
-        prefill_s=clock.prefill_s,
-        decode_s_per_token=clock.decode_s_per_token,
-        total_s=clock.total_s,
-        kv_bytes=kv,
-        kv_layer_tokens=kv_layers,
-        kept_tokens=kept,
-        k=spec.k,
-        n_layers=int(loaded.num_layers),
-        vision_start=vision_start,
-    )
+    eos = _eos_ids(loaded, gen) if rows > 1 else set()
+    outcomes = []
+    for b in range(rows):
+        new = _until_eos(sequences[b], eos)
+        row_ids = ids[b]
+        outcomes.append(RunOutcome(
+            reply=loaded.tokenizer.decode(new, skip_special_tokens=True).strip(),
+            token_ids=new,
+            prompt_tokens=int(mask[b].sum()) if mask is not None else width,
+            vision_tokens=int(sum(int((row_ids == p).sum()) for p in placeholder)),
+            prefill_s=clock.prefill_s,
+            decode_s_per_token=clock.decode_s_per_token,
+            total_s=clock.total_s,
+            kv_bytes=kv // rows,
+            kv_layer_tokens=kv_layers,
+            kept_tokens=int(stats.kept[b]) if stats is not None else None,
+            k=spec.k,
+            n_layers=int(loaded.num_layers),
+            vision_start=_vision_start(ids, mask, placeholder, b),
+        ))  # fmt: skip
+    return outcomes
 
 
-def _vision_start(ids, mask, placeholder) -> int | None:
-    """Where the first vision token sits among the prompt's real (unpadded) tokens of row 0."""
-    row = ids[0] if mask is None else ids[0][mask[0].bool()]
+def _eos_ids(loaded, gen: dict[str, Any]) -> set[int]:
+    value = gen.get("eos_token_id", getattr(loaded.model.generation_config, "eos_token_id", None))
+    if value is None:
+        return set()
+    return {int(v) for v in (value if isinstance(value, (list, tuple)) else [value])}
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    """The tokens up to and including the first end-of-sequence token."""
+    for n, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: n + 1]
+    return tokens
+
+
+def _vision_start(ids, mask, placeholder, b: int = 0) -> int | None:
+    """Where the first vision token sits among the prompt's real (unpadded) tokens of row ``b``."""
+    row = ids[b] if mask is None else ids[b][mask[b].bool()]
     hits = [int(i) for p in placeholder for i in (row == p).nonzero().flatten()[:1]]
     return min(hits) if hits else None
 

@@ -379,3 +379,169 @@ def timed(fn: Callable[[], int], batch: int, sync: Callable[[], None] | None = N
     if sync:
         sync()
     return BatchRun(batch=batch, seconds=time.perf_counter() - t0, new_tokens=int(tokens))
+
+
+# ---------------------------------------------------------------- the --memory-budget mode
+
+
+def budget_run(p: Any, setup: Any, *, progress: Callable[[int, int, str], None] | None = None) -> Any:
+    """``vtw bench --memory-budget``: for each row, the largest batch of the task's first
+    prompts that fits the budget (searched; predicted beside), then ``p.repeats`` interleaved
+    timed rounds with every row at its own max batch. Returns a :class:`BenchResult` whose
+    rows carry ``max_batch``, ``tokens_per_s`` (at the max batch) and their ratios."""
+
+    from vtwcli.bench import runner as R
+    from vtwcli.bench.budget import Geometry, check_budget, format_bytes, predict, weights_bytes
+    from vtwcli.bench.paired import compare
+
+    loaded, specs, samples, gen = setup.loaded, setup.specs, setup.samples, setup.gen
+    budget = int(p.memory_budget)
+    weights = weights_bytes(loaded.model)
+    check_budget(budget, weights, model_name=setup.name)
+    cap = len(samples)
+    meter = peak_meter(budget, loaded.device)
+    cuda = isinstance(meter, CudaPeakMeter)
+    notices = list(setup.notices)
+    searches: dict[str, SearchResult] = {}
+    preds: dict[str, Any] = {}
+    rounds: dict[str, list[BatchRun | None]] = {s.key: [] for s in specs}
+    last: dict[str, list[Any]] = {}
+    errors: dict[str, str] = {}
+    done = 0
+    try:
+        for _ in range(p.warmup):  # lazily created buffers exist before the fixed memory is read
+            for spec in specs:
+                if progress:
+                    progress(0, 0, f"warm-up {spec.key}")
+                with contextlib.suppress(Exception):
+                    R._run_batch(loaded, spec, setup.batch_inputs([0]), gen)
+        meter.release()
+        fixed = meter.current()
+        if fixed >= budget:
+            notices.append(
+                f"the process already holds {format_bytes(fixed)} before any batch (weights {format_bytes(weights)}), "
+                f"at or above the {format_bytes(budget)} budget: no batch can fit"
+            )
+        probe = setup.batch_inputs(list(range(cap)))
+        width = int(probe["input_ids"].shape[1])
+        placeholder = R._placeholders(loaded)
+        vision = max(int(sum(int((row == t).sum()) for t in placeholder)) for row in probe["input_ids"])
+        del probe
+        meter.release()
+        geo = Geometry.from_config(loaded.model.config, element_size=loaded.model.dtype.itemsize, attn=loaded.attn)
+        for spec in specs:
+            modelled = {"white": "vtw"}.get(spec.name, spec.name)  # white withdraws like vtw
+            pred = None
+            if modelled in ("baseline", "vtw", "fastv", "rand"):
+                pred = predict(geo, modelled, prompt_tokens=width, vision_tokens=vision,
+                               new_tokens=int(gen["max_new_tokens"]), k=spec.k,
+                               ratio=spec.ratio if spec.ratio is not None else 0.5, fixed_bytes=fixed,
+                               budget_bytes=budget)  # fmt: skip
+            preds[spec.key] = pred
+
+            def try_batch(b: int, spec=spec) -> BatchRun:
+                outs = R._run_batch(loaded, spec, setup.batch_inputs(list(range(b)), spec.inputs), gen)
+                return BatchRun(batch=b, seconds=outs[0].total_s, new_tokens=sum(len(o.token_ids) for o in outs))
+
+            def told(t: Try, spec=spec) -> None:
+                nonlocal done
+                done += 1
+                if progress:
+                    progress(done, 0, f"{spec.key}: batch {t.batch} {'fits' if t.fits else 'does not fit'}")
+
+            start = min(cap, max(1, (pred.max_batch if pred else None) or 1))
+            searches[spec.key] = search_max_batch(try_batch, meter, cap=cap, start=start, on_try=told)
+
+        # timed rounds: every row at its own max batch, interleaved, the first row rotating
+        runnable = [s for s in specs if searches[s.key].max_batch >= 1]
+        for r in range(p.repeats):
+            order = runnable[r % len(runnable):] + runnable[: r % len(runnable)] if runnable else []
+            for spec in order:
+                if spec.key in errors:
+                    rounds[spec.key].append(None)
+                    continue
+                mb = searches[spec.key].max_batch
+                if progress:
+                    progress(done, 0, f"round {r + 1}/{p.repeats}: {spec.key} at batch {mb}")
+                inputs = setup.batch_inputs(list(range(mb)), spec.inputs)
+                try:
+                    outs = R._run_batch(loaded, spec, inputs, gen)
+                except Exception as err:  # noqa: BLE001 - only out of memory is expected here
+                    if not is_out_of_memory(err):
+                        raise
+                    errors[spec.key] = f"out of memory in timed round {r + 1} at batch {mb}: {short_reason(err)}"
+                    rounds[spec.key].append(None)
+                    err = None
+                    meter.release()
+                    continue
+                del inputs
+                rounds[spec.key].append(BatchRun(batch=mb, seconds=outs[0].total_s,
+                                                 new_tokens=sum(len(o.token_ids) for o in outs)))  # fmt: skip
+                last[spec.key] = outs
+                meter.release()
+        meter_text = (
+            "CUDA caching allocator capped at the budget (set_per_process_memory_fraction); peak = reserved bytes"
+            if cuda else
+            f"process resident memory, peak from {meter.method}"
+            + (" with malloc's mmap threshold fixed at 128 KiB" if getattr(meter, "mmap_threshold_fixed", False) else "")
+        )  # fmt: skip
+    finally:
+        meter.close()
+
+    outcomes = {s.key: [None] * len(samples) for s in specs}
+    for key, outs in last.items():
+        for i, o in enumerate(outs):
+            outcomes[key][i] = o
+    measured = R.Measured(outcomes=outcomes, errors=errors, notices=[])
+    ran_on = [0 if any(outcomes[s.key][i] is not None for s in specs) else None for i in range(len(samples))]
+    share = {"device": str(loaded.device), "device_name": R.device_name(loaded, cuda), "meter": {"cuda": cuda}}
+    result = R.summarize(p, setup, measured, ran_on=ran_on, shares=[share])
+    result.notices = notices + [n for n in result.notices if n not in notices]
+    result.paired = {}  # the rows ran different batches: per-sample pairs would mean nothing here
+
+    base_spec = next((s for s in specs if s.name == "baseline"), None)
+    for row, spec in zip(result.rows, specs, strict=True):
+        res, pred = searches[spec.key], preds[spec.key]
+        row.max_batch, row.max_batch_capped = res.max_batch, res.capped
+        row.max_batch_predicted = pred.max_batch if pred else None
+        at_max = next((t for t in res.tries if t.fits and t.batch == res.max_batch), None)
+        row.peak_bytes_at_max_batch = None if at_max is None else at_max.peak_bytes
+        row.search = {**res.to_dict(), "prediction": pred.to_dict() if pred else None}
+        runs = [x for x in rounds[spec.key] if x is not None]
+        if runs:
+            seconds = sum(x.seconds for x in runs)
+            row.samples_per_s = sum(x.batch for x in runs) / seconds
+            row.tokens_per_s = sum(x.new_tokens for x in runs) / seconds
+        for t in res.failures:
+            notices_line = f"{spec.key}: batch {t.batch} did not fit ({t.reason})"
+            result.notices.append(notices_line)
+        if res.capped:
+            result.notices.append(f"{spec.key}: all {cap} prompts fit in one batch; raise --limit to search higher")
+    if base_spec is not None:
+        base = result.row(base_spec.key)
+        base_runs = rounds[base_spec.key]
+        for row, spec in zip(result.rows, specs, strict=True):
+            row.max_batch_ratio = (row.max_batch / base.max_batch) if base.max_batch else None
+            bp, mp = base.max_batch_predicted, row.max_batch_predicted
+            row.max_batch_predicted_ratio = (mp / bp) if bp and mp is not None else None
+            mine = rounds[spec.key]
+            if len(mine) == len(base_runs):
+                ratios = [x.tokens_per_s / y.tokens_per_s for x, y in zip(mine, base_runs, strict=True)
+                          if x and y and y.tokens_per_s > 0]  # fmt: skip
+                if ratios:
+                    got = compare(ratios, seed=p.seed)
+                    row.tokens_per_s_ratio, row.tokens_per_s_ratio_ci95 = got["median"], got["ci95"]
+    result.settings.update({
+        "mode": "memory-budget",
+        "batch_size": None,
+        "memory_budget": budget,
+        "memory_budget_text": format_bytes(budget),
+        "memory_budget_meter": meter_text,
+        "fixed_bytes": fixed,
+        "weights_bytes": weights,
+        "max_batch_cap": cap,
+        "repeats": p.repeats,
+        "order": "search per row (doubling from the prediction, then bisection), then timed rounds with every row "
+                 "at its max batch, round-robin, the starting row rotating",
+    })  # fmt: skip
+    return result

@@ -39,6 +39,10 @@ Examples:
 
   vtw bench --model llava-1.5-13b --device-map auto --data mme --limit 100
 
+  vtw bench --batch-size 8 --limit 40
+
+  vtw bench --model llava-1.5-7b --random-init --dtype fp16 --memory-budget 20GiB --limit 64
+
 Under accelerate launch or torchrun each rank runs its share of the samples on its own GPU;
 rank 0 scores the union and writes the files, with latencies pooled and per rank (docs/scaling.md).
 """
@@ -83,6 +87,15 @@ def register(app: typer.Typer) -> None:
             help="Force at least this many tokens per reply (equal lengths for speed runs; EOS held back until then).",
         ),
         warmup: int = typer.Option(1, "--warmup", help="Uncounted warm-up rounds (each method once per round)."),
+        batch_size: int = typer.Option(
+            1, "--batch-size", help="Samples per generate() call (left-padded); adds samples/s and tokens/s."
+        ),
+        memory_budget: str = typer.Option(
+            None, "--memory-budget",
+            help="Find each method's largest batch within this memory (e.g. 20GiB; GPU: device memory, "
+            "CPU: the process's resident memory) and its tokens/s there.",
+        ),
+        repeats: int = typer.Option(3, "--repeats", help="Timed rounds at each max batch (with --memory-budget)."),
         seed: int = typer.Option(0, "--seed", help="Seed for sample selection, synthetic prompts and `rand`."),
         json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
         csv_out: str = typer.Option(None, "--csv", help="Write one CSV row per method to this file ('-' for stdout)."),
@@ -111,7 +124,7 @@ def _run(
     model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
     judge_url=None, judge_model=None,
-    k_range=None, plot=None,
+    k_range=None, plot=None, batch_size=1, memory_budget=None, repeats=3,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -124,6 +137,19 @@ def _run(
     ctx = context()
 
     # Every check a user can fail runs before the model loads.
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (samples per generate() call), got {batch_size}")
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {repeats}")
+    if memory_budget is not None:
+        from vtwcli.bench.budget import parse_memory_budget
+
+        parse_memory_budget(memory_budget)
+        if batch_size != 1:
+            raise UsageError(
+                "--memory-budget searches the largest batch that fits for each method; drop --batch-size "
+                "(or drop --memory-budget to time one fixed batch size)"
+            )
     if plot is not None and "vtw" not in parse_methods(methods):
         raise UsageError("--plot draws accuracy against K: include vtw in --methods (e.g. --methods baseline,vtw --k 1-6)")
     parse_k_list(k)
@@ -166,7 +192,7 @@ def _run(
             job = bar.add_task(f"{model}{share}", total=None)
 
             def progress(done: int, total: int, what: str) -> None:
-                bar.update(job, completed=done, total=total, description=f"{model}: {what}")
+                bar.update(job, completed=done, total=total or None, description=f"{model}: {what}")
 
             from vtwcli.bench import bench
 
@@ -177,7 +203,7 @@ def _run(
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
                 judge_url=judge_url, judge_model=judge_model,
-                k_range=k_range,
+                k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
             )
     finally:
         if hf_bars:
