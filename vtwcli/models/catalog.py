@@ -1,4 +1,5 @@
-"""What `vtw models` lists: one row per alias, read from the shipped configs (no torch)."""
+"""What `vtw models` lists: one row per alias, read from the shipped configs (no torch), and one row
+per architecture family with its status (verified / refused and why) read from vtwcli.archs."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ def model_rows() -> list[dict[str, Any]]:
         shipped = spec.shipped()
         cfg = shipped["config"]
         text = cfg["text_config"]
+        status, reason = family_status(cfg["model_type"])
         rows.append(
             {
                 "alias": spec.alias,
+                "family": spec.family,
+                "status": status,
+                "status_reason": reason,
+                "stand_in_processor": shipped.get("processor") is not None,
                 "other_names": list(spec.other_names),
                 "hub_id": spec.hub_id,
                 "model_type": cfg["model_type"],
@@ -39,6 +45,10 @@ def _testbed_row() -> dict[str, Any]:
         "other_names": [],
         "hub_id": TESTBED_ID,
         "model_type": None,
+        "family": "LLaVA-1.5",
+        "status": "verified",
+        "status_reason": None,
+        "stand_in_processor": False,
         "num_layers": None,
         "hidden_size": None,
         "vision_tokens_per_image": None,
