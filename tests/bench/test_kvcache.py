@@ -45,8 +45,8 @@ def test_cache_after_generate_matches_the_shapes(method, k):
         expected = [held] * 4
     elif method == "vtw":
         expected = [held] * k + [held - n_vis] * (4 - k)
-    else:  # FastV keeps floor((1 - R) * n_vis) of the vision tokens in layers >= K
-        expected = [held] * k + [held - (n_vis - int(n_vis * 0.5))] * (4 - k)
+    else:  # FastV keeps round((1 - R) * n_vis) of the vision tokens in layers >= K (FastV's rounding)
+        expected = [held] * k + [held - (n_vis - round(n_vis * 0.5))] * (4 - k)
     assert layer_seq_lengths(cache) == expected
     assert cache_bytes(cache) == sum(expected) * per_token
     assert cache_bytes(cache) == analytic_cache_bytes(

@@ -123,3 +123,28 @@ def test_rand_drops_as_many_prompt_tokens_as_vision_tokens_seeded(llava):
     assert not torch.equal(masks[0], masks[2])
     # random choice reaches text tokens too (not the VTW rule in disguise)
     assert bool((~masks[0] & valid & ~vision).any())
+
+
+@torch.no_grad()
+def test_a_decoder_input_that_does_not_match_the_vision_mask_is_an_error(llava):
+    """A model that changes the sequence between input ids and decoder must not silently run as the baseline."""
+    text_model = get_arch(llava).text_model(llava)
+
+    def drop_first_token(module, args, kwargs):  # what such a model would do (registered before the engine)
+        kwargs["inputs_embeds"] = kwargs["inputs_embeds"][:, 1:]
+        if kwargs.get("attention_mask") is not None:
+            kwargs["attention_mask"] = kwargs["attention_mask"][:, 1:]
+        kwargs["position_ids"] = None
+        kwargs.pop("cache_position", None)
+        return args, kwargs
+
+    batch = S.inputs(llava, rows=(0,))
+    length = batch["input_ids"].shape[1]
+    shrink = text_model.register_forward_pre_hook(drop_first_token, with_kwargs=True)
+    try:
+        with pytest.raises(UnsupportedModelError, match=rf"shape \(1, {length}\) but .* 1 x {length - 1} tokens"):
+            with vtwcli.withdraw(llava, k=2):
+                llava(**batch)
+    finally:
+        shrink.remove()
+    assert vtwcli.engine.attached(llava) is None

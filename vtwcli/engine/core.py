@@ -186,8 +186,14 @@ class EngineHandle:
                 given = base_mask
         valid = _validity(given, batch, length, past, embeds.device)
         vision = self._call_vision if self._prefill_pending else None
-        if vision is not None and vision.shape != (batch, length):
-            vision = None
+        if vision is not None and tuple(vision.shape) != (batch, length):
+            self._call_vision, self._call_blocks, self._prefill_pending = None, None, False
+            raise UnsupportedModelError(
+                f"vtw: the vision mask built from the model's input ids has shape {tuple(vision.shape)} but its "
+                f"{self.arch.family} text decoder received {batch} x {length} tokens, so the engine cannot tell "
+                "which decoder positions hold vision tokens (it would silently run the full model). This model "
+                "changes the sequence between its input ids and its decoder; it is not supported by the engine."
+            )
         blocks = self._call_blocks
         if blocks is not None and blocks.shape != (batch, length):
             blocks = None

@@ -13,8 +13,10 @@ def keep_vtw(valid: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
 
 
 def fastv_keep_count(n_vision: int, ratio: float) -> int:
-    """FastV keeps the top (1 - R) share of a row's vision tokens, rounded down."""
-    return int(n_vision * (1.0 - ratio) + 1e-9)
+    """FastV keeps the top (1 - R) share of a row's vision tokens, rounded as FastV's own
+    in-place code rounds (Python's ``round``: to the nearest integer, halves to the even one),
+    so 7 vision tokens at R = 0.5 keep 4, not 3."""
+    return int(round(n_vision * (1.0 - ratio)))
 
 
 def keep_fastv(valid: torch.Tensor, vision: torch.Tensor, scores: torch.Tensor, ratio: float) -> torch.Tensor:
