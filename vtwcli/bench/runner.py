@@ -159,6 +159,7 @@ class BenchPlan:
     fastv_k: int = 2
     fastv_ratio: float = 0.5
     limit: int | None = None
+    subset: str = "random"  # how --limit picks task samples: "random" (stratified, seeded) or "first"
     random_init: bool = False
     max_new_tokens: int | None = None
     min_new_tokens: int | None = None
@@ -341,6 +342,9 @@ def plan(
         raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
         raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
+    from vtwcli.data.loading import check_order
+
+    check_order(rest.get("subset", "random"))
     if random_init and (data is not None or data_path is not None):
         raise UsageError(
             "--random-init measures speed and memory on synthetic inputs (random weights cannot "
@@ -536,7 +540,8 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
 
         name = p.task_name
         judge = {"judge_url": p.judge_url, "judge_model": p.judge_model} if p.judge_url else {}
-        the_task = get_task(name, path=p.data_path, split=p.split, limit=p.limit or DEFAULT_LIMIT, seed=p.seed, **judge)
+        the_task = get_task(name, path=p.data_path, split=p.split, limit=p.limit or DEFAULT_LIMIT, seed=p.seed,
+                            order=p.subset, **judge)  # fmt: skip
         if len(the_task) == 0:
             raise UsageError(f"task {name!r} gave no samples to benchmark; check --data-path/--split")
         # Images and videos are decoded per sample when it runs (MME, AI2D are gigabytes).
@@ -556,6 +561,9 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
             "source": the_task.source.to_dict(),
             "samples": len(samples),
             "has_answers": any(r.answer is not None for r in the_task.records),
+            "selection": the_task.source.selection,
+            "subset": p.subset,
+            "sample_ids": [s.id for s in samples],
         }
         if p.judge_url:
             task_info["judge"] = {"url": p.judge_url, "model": p.judge_model}
@@ -759,6 +767,10 @@ def summarize(
     per_call = measured.outcomes if p.batch_size == 1 else _first_of_each_batch(measured.outcomes, measured.batches)
     paired = paired_block(per_call, {s.key: s.name for s in specs}, seed=p.seed)
     apply_paired(rows, specs, paired)
+    task_info = dict(setup.task_info)
+    head = prompt_info.pop("headline", None)
+    if head is not None:
+        task_info["headline_metric"], task_info["headline"] = head
     for row, spec in zip(rows, specs, strict=True):
         row.per_rank = _per_rank(measured.outcomes[spec.key], ran_on, shares)
     if p.batch_size > 1:
@@ -795,6 +807,7 @@ def summarize(
         "attn": loaded.attn,
         "device": str(loaded.device),
         "limit": p.limit,
+        "subset": None if p.random_init else p.subset,
         "seed": p.seed,
         "world_size": world_size,
         "device_map": p.device_map if isinstance(p.device_map, (str, type(None))) else "custom",
@@ -816,7 +829,7 @@ def summarize(
             entry["rank"] = rank
     return BenchResult(
         model=model_info,
-        task=setup.task_info,
+        task=task_info,
         settings=settings,
         environment=env,
         prompt=prompt_info,
@@ -863,6 +876,7 @@ def bench(
     batch_size: int = 1,
     memory_budget: str | int | None = None,
     repeats: int = 3,
+    subset: str = "random",
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
     ``noimage``, ``white``, ``random-k``) on the same samples.
@@ -875,6 +889,9 @@ def bench(
     :class:`vtwcli.models.LoadedModel`. ``data`` is a task name (default ``shapes``; with
     ``random_init`` synthetic inputs are used instead). K comes from ``k``, else from
     ``profile`` for ``task`` (default: the data's name), else half the layers (with a notice).
+    ``limit`` task samples are drawn by ``subset``: ``"random"`` (default; seeded by ``seed``,
+    stratified by the task's category, MME image pairs and MMBench circular copies kept
+    together) or ``"first"`` (the first ``limit`` rows, lmms-eval's ``--limit``).
     Returns a :class:`BenchResult`; nothing is written.
 
     Under ``torchrun``/``accelerate launch`` (or with ``dist``, a
@@ -898,7 +915,7 @@ def bench(
         warmup=warmup, dtype=dtype,
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
-        judge_url=judge_url, judge_model=judge_model,
+        judge_url=judge_url, judge_model=judge_model, subset=subset,
         k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
     )  # fmt: skip
 
@@ -1274,10 +1291,11 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
                 idx = [i for i, o in enumerate(outs) if o is not None]
                 metrics = task.score([samples[i].record for i in idx], [outs[i].reply for i in idx])
                 row.metrics = {k: float(v) for k, v in metrics.items()}
-                names = [m for m in getattr(task, "metric_names", ()) if m in metrics] or list(metrics)
-                if names:
-                    row.metric = names[0]
-                    row.accuracy = float(metrics[names[0]])
+                head = headline_of(task, row.metrics)
+                if head is not None:
+                    row.metric = head[0]
+                    row.accuracy = row.metrics[head[0]]
+                    prompt_info.setdefault("headline", head)
             if base_answers is not None:
                 mine = _answers(task, samples, outs)
                 pairs = [(a, b) for a, b in zip(mine, base_answers, strict=True) if a is not None and b is not None]
@@ -1358,6 +1376,15 @@ def _white_like(item):
         return _white_like(load_image(item))
     arr = np.asarray(item)
     return np.full_like(arr, 255 if arr.dtype == np.uint8 else 1)
+
+
+def headline_of(task, metrics: dict[str, float]) -> tuple[str, str] | None:
+    """(metric, label) the accuracy column shows: the task's declared headline (MME total, POPE F1)."""
+    fn = getattr(task, "headline", None)
+    if callable(fn):
+        return fn(metrics)
+    names = [m for m in getattr(task, "metric_names", ()) if m in metrics] or list(metrics)
+    return (names[0], f"{getattr(task, 'name', 'task')} {names[0]}") if names else None
 
 
 def _per_rank(outs: list[RunOutcome | None], ran_on: list[int | None], shares: list[dict]) -> list[dict[str, Any]]:

@@ -56,6 +56,11 @@ def register(app: typer.Typer) -> None:
         data_path: str = typer.Option(None, "--data-path", help="Local copy of the dataset (directory or file)."),
         split: str = typer.Option(None, "--split", help="Dataset split (default: the task's own)."),
         limit: int = typer.Option(None, "--limit", "-n", help="Samples to run (default 40; 8 with --random-init)."),
+        subset: str = typer.Option(
+            "random", "--subset",
+            help="How --limit picks samples: random (seeded by --seed, stratified by category, MME pairs and "
+            "MMBench circular copies kept together) or first (the first N rows, lmms-eval's --limit).",
+        ),
         methods: str = typer.Option(
             "baseline,fastv,vtw", "--methods",
             help="Comma-separated rows: baseline, fastv, vtw, rand, and the paper's ablations noimage (image removed), "
@@ -121,7 +126,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(
-    model, data, data_path, split, limit, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
+    model, data, data_path, split, limit, subset, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
     judge_url=None, judge_model=None,
     k_range=None, plot=None, batch_size=1, memory_budget=None, repeats=3,
@@ -154,6 +159,9 @@ def _run(
         raise UsageError("--plot draws accuracy against K: include vtw in --methods (e.g. --methods baseline,vtw --k 1-6)")
     parse_k_list(k)
     parse_k_range(k_range)
+    from vtwcli.data.loading import check_order
+
+    check_order(subset)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if log_samples and not json_out:
@@ -199,7 +207,7 @@ def _run(
             result = bench(
                 model=model, data=data, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k,
                 fastv_ratio=fastv_ratio, limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
+                min_new_tokens=min_new_tokens, subset=subset,
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
                 judge_url=judge_url, judge_model=judge_model,

@@ -63,7 +63,18 @@ class Task:
     description: str = ""
     generation: Generation = Generation()
     metric_names: tuple[str, ...] = ()
+    # the one metric a table reports for this task (the paper's column), and how it is named there
+    headline_metric: str | None = None
+    headline_label: str | None = None
     has_video: bool = False
+
+    def headline(self, metrics: dict[str, float]) -> tuple[str, str] | None:
+        """(metric, label) of the number a results table shows for this task: the declared
+        headline when the scorer reported it, else the first listed metric it reported."""
+        if self.headline_metric and self.headline_metric in metrics:
+            return self.headline_metric, self.headline_label or f"{self.name} {self.headline_metric}"
+        names = [m for m in self.metric_names if m in metrics] or [m for m in metrics if m != "n"]
+        return (names[0], f"{self.name} {names[0]}") if names else None
 
     def __init__(self, records: Sequence[Record], source: Source, seed: int = 0):
         self.records = list(records)

@@ -43,6 +43,8 @@ class TaskSpec:
     description: str
     metrics: tuple[tuple[str, str], ...]  # (metric name, what it means and its scale)
     factory: str  # "module:Class" (imported on use)
+    # (metric, label) the paper's Table 2 column reports for this benchmark, e.g. ("total", "MME total")
+    headline: tuple[str, str] | None = None
 
 
 class HubTask(Task):
@@ -50,14 +52,28 @@ class HubTask(Task):
 
     required: ClassVar[tuple[str, ...]] = ()
     image_columns: ClassVar[tuple[str, ...]] = ("image",)
+    # a random --limit sample is stratified by this column when the table has it
+    stratum_column: ClassVar[str | None] = None
+    stratum_what: ClassVar[str] = ""
     spec: TaskSpec
 
     @classmethod
-    def load(cls, spec: TaskSpec, path=None, split=None, limit=None, subset=None, seed: int = 0, **options):
+    def selection_keys(cls, table) -> dict[str, Any]:
+        """How a random sample of ``table`` is drawn: ``strata`` (a label per row) and ``groups``
+        (a key per row; rows sharing a key are kept or left together), with words for the record."""
+        col = cls.stratum_column
+        if col is None or col not in table.column_names:
+            return {}
+        return {"strata": [str(v) for v in table[col]], "strata_what": cls.stratum_what or col}
+
+    @classmethod
+    def load(cls, spec: TaskSpec, path=None, split=None, limit=None, subset=None, seed: int = 0,
+             order: str = "first", **options):  # fmt: skip
         if options:
             raise UsageError(f"task {spec.name} takes no option(s) {', '.join(sorted(options))}")
         table, source = load_table(spec.name, spec.location, path, split, cls.required)
-        indices, how = select_rows(len(table), limit, subset, seed)
+        keys = cls.selection_keys(table) if order == "random" and limit is not None and limit < len(table) else {}
+        indices, how = select_rows(len(table), limit, subset, seed, order=order, **keys)
         source.selection = how
         table = table.select(indices)
         image_cols = [c for c in cls.image_columns if c in table.column_names]
@@ -72,6 +88,8 @@ class HubTask(Task):
         task.name = spec.name
         task.description = spec.description
         task.metric_names = tuple(m for m, _ in spec.metrics)
+        if spec.headline is not None:
+            task.headline_metric, task.headline_label = spec.headline
         return task
 
     @classmethod

@@ -76,7 +76,7 @@ class JsonlTask(Task):
         return out
 
 
-def load_jsonl(path: str | Path, split=None, limit=None, subset=None, seed: int = 0) -> JsonlTask:
+def load_jsonl(path: str | Path, split=None, limit=None, subset=None, seed: int = 0, order: str = "first") -> JsonlTask:
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputFileError(f"jsonl:{path}: no such file (give jsonl:PATH to a file with one JSON object per line)")
@@ -116,7 +116,10 @@ def load_jsonl(path: str | Path, split=None, limit=None, subset=None, seed: int 
     if not records:
         detail = f" ({len(skipped)} line(s) skipped: {skipped[0]}...)" if skipped else ""
         raise DatasetError(f"jsonl:{path} has no usable line{detail}")
-    indices, how = select_rows(len(records), limit, subset, seed)
+    strata = None
+    if order == "random" and all("category" in r.meta for r in records):
+        strata = [str(r.meta["category"]) for r in records]
+    indices, how = select_rows(len(records), limit, subset, seed, order=order, strata=strata)
     source = Source(dataset_id="jsonl", split=split, path=str(path.resolve()),
                     fingerprint="sha256:" + hashlib.sha256(raw).hexdigest()[:16],
                     rows_available=len(records), selection=how, skipped=len(skipped))

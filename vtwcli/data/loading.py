@@ -260,19 +260,112 @@ def check_count(name: str, value: int | None) -> int | None:
     return value
 
 
-def select_rows(n: int, limit: int | None, subset: int | None, seed: int) -> tuple[list[int], str]:
-    """Row indices to use: ``limit`` keeps the first N, then ``subset`` draws a seeded sample.
+ORDERS = ("random", "first")
 
-    The sample is returned in table order so a run reads like the dataset does.
+
+def check_order(order: str | None) -> str:
+    if order not in ORDERS:
+        raise UsageError(
+            f"--subset must be 'random' (a seeded sample, stratified by category) or 'first' "
+            f"(the first N rows, lmms-eval's --limit), got {order!r}"
+        )
+    return order
+
+
+def select_rows(
+    n: int,
+    limit: int | None,
+    subset: int | None,
+    seed: int,
+    *,
+    order: str = "first",
+    groups: list[Any] | None = None,
+    strata: list[Any] | None = None,
+    group_what: str = "",
+    strata_what: str = "",
+) -> tuple[list[int], str]:
+    """Row indices to use, in table order, and a line saying how they were chosen.
+
+    ``order="first"``: ``limit`` keeps the first N rows (lmms-eval's ``--limit``), then
+    ``subset`` (library only) draws a seeded sample of N of them. ``order="random"``: ``limit``
+    rows drawn with ``seed``, stratified by ``strata`` (one label per row, e.g. MME's subtask
+    or POPE's sampling) in proportion to each stratum's size, and never splitting a group
+    (one key per row: an MME image's two questions, an MMBench question's circular copies);
+    the selection then holds at most ``limit`` rows.
     """
     limit, subset = check_count("limit", limit), check_count("subset", subset)
-    indices = list(range(n if limit is None else min(limit, n)))
-    how = "all" if limit is None else f"first {len(indices)}"
+    check_order(order)
+    if order == "random" and limit is not None and limit < n:
+        indices = stratified_sample(n, limit, seed, groups=groups, strata=strata)
+        how = f"random {len(indices)} of {n} (seed {seed})"
+        if strata is not None:
+            how += f", stratified by {strata_what or 'category'} ({len(set(strata))} strata)"
+        if groups is not None:
+            how += f", {group_what or 'groups'} kept together"
+    else:
+        indices = list(range(n if limit is None else min(limit, n)))
+        how = "all" if limit is None or limit >= n else f"first {len(indices)}"
     if subset is not None:
         pool = len(indices)
         indices = sorted(random.Random(seed).sample(indices, min(subset, pool)))
         how = f"random {len(indices)} of {how if limit is not None else pool} (seed {seed})"
     return indices, how
+
+
+def stratified_sample(
+    n: int, limit: int, seed: int, *, groups: list[Any] | None = None, strata: list[Any] | None = None
+) -> list[int]:
+    """At most ``limit`` of ``n`` rows: whole groups, each stratum in proportion to its size.
+
+    Each stratum's quota is its share of ``limit`` (largest remainders get the leftover rows);
+    its groups are taken in a seeded random order while they fit the quota; rows still left
+    (a group too big for its stratum's remainder) go, in a seeded order over all strata, to
+    the next groups that fit. Deterministic for a given ``seed``.
+    """
+    rng = random.Random(seed)
+    group_of = groups if groups is not None else list(range(n))
+    stratum_of = strata if strata is not None else [None] * n
+    members: dict[Any, list[int]] = {}
+    group_stratum: dict[Any, Any] = {}
+    for i in range(n):
+        key = group_of[i]
+        members.setdefault(key, []).append(i)
+        group_stratum.setdefault(key, stratum_of[i])
+    by_stratum: dict[Any, list[Any]] = {}
+    for key in members:  # first-seen order: the table's order, so the draw does not depend on hashing
+        by_stratum.setdefault(group_stratum[key], []).append(key)
+    rows_in = {s: sum(len(members[g]) for g in keys) for s, keys in by_stratum.items()}
+    exact = {s: limit * rows_in[s] / n for s in by_stratum}
+    quota = {s: int(exact[s]) for s in by_stratum}
+    leftover = limit - sum(quota.values())
+    for s in sorted(by_stratum, key=lambda s: (-(exact[s] - quota[s]), str(s)))[:leftover]:
+        quota[s] += 1
+    queues = {}
+    for s, keys in by_stratum.items():
+        shuffled = list(keys)
+        rng.shuffle(shuffled)
+        queues[s] = shuffled
+    chosen: list[int] = []
+    taken = dict.fromkeys(by_stratum, 0)
+    for s, queue in queues.items():
+        rest = []
+        for key in queue:
+            size = len(members[key])
+            if taken[s] + size <= quota[s]:
+                chosen += members[key]
+                taken[s] += size
+            else:
+                rest.append(key)
+        queues[s] = rest
+    budget = limit - len(chosen)
+    pool = [key for queue in queues.values() for key in queue]
+    rng.shuffle(pool)
+    for key in pool:
+        size = len(members[key])
+        if size <= budget:
+            chosen += members[key]
+            budget -= size
+    return sorted(chosen)
 
 
 def is_missing(value: Any) -> bool:

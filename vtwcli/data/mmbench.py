@@ -142,6 +142,16 @@ class MMBenchTask(HubTask):
             task.judge = ChatJudge(judge_url, judge_model, api_key=judge_api_key)
         return task
 
+    stratum_column = "category"
+
+    @classmethod
+    def selection_keys(cls, table):
+        """Stratified by category; a question's circular copies (same index % 1e6) are kept together."""
+        keys = super().selection_keys(table)
+        keys["groups"] = [int(float(i)) % CIRCULAR_STRIDE for i in table["index"]]
+        keys["group_what"] = "circular copies"
+        return keys
+
     @classmethod
     def make_record(cls, row, row_index, images):
         meta = {k: v for k, v in row.items() if k not in ("question", "answer")}

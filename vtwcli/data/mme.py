@@ -37,6 +37,17 @@ def mme_parse(reply: str) -> str:
 class MMETask(HubTask):
     required = ("question_id", "image", "question", "answer", "category")
     generation = Generation(max_new_tokens=16)
+    stratum_column = "category"
+    stratum_what = "subtask"
+
+    @classmethod
+    def selection_keys(cls, table):
+        """Stratified by subtask; an image's two questions (its acc+ pair) are kept together."""
+        keys = super().selection_keys(table)
+        cats, qids = table["category"], table["question_id"]
+        keys["groups"] = [(str(c), str(q)) for c, q in zip(cats, qids, strict=True)]
+        keys["group_what"] = "image pairs"
+        return keys
 
     @classmethod
     def make_record(cls, row, row_index, images):

@@ -19,6 +19,8 @@ def pope_parse(reply: str) -> str:
 class POPETask(HubTask):
     required = ("question_id", "question", "answer", "image", "category")
     generation = Generation(max_new_tokens=128)
+    stratum_column = "category"
+    stratum_what = "sampling"
 
     @classmethod
     def make_record(cls, row, row_index, images):

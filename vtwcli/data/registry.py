@@ -25,8 +25,10 @@ _POPE_METRICS = (
 
 
 def _pope(name: str, lmms: str, config: str | None, split: str, rows: int, what: str) -> TaskSpec:
+    # the paper's POPE column (85.83 for LLaVA-1.5-7B) is lmms-eval's F1 (x100), not its accuracy
     return TaskSpec(name, lmms, HubLocation(("lmms-lab/POPE", "lmms-lab-encoder/POPE"), config, split), rows,
-                    f"POPE object hallucination, {what}", _POPE_METRICS, "vtwcli.data.pope:POPETask")
+                    f"POPE object hallucination, {what}", _POPE_METRICS, "vtwcli.data.pope:POPETask",
+                    ("f1", "POPE F1"))
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -34,7 +36,8 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec("sqa", "scienceqa_img",
                  HubLocation(("lmms-lab/ScienceQA", "lmms-lab-encoder/ScienceQA"), "ScienceQA-IMG", "test"), 2017,
-                 "ScienceQA image questions, multiple choice", _ACC01, "vtwcli.data.sqa:ScienceQATask"),
+                 "ScienceQA image questions, multiple choice", _ACC01, "vtwcli.data.sqa:ScienceQATask",
+                 ("accuracy", "SQA-IMG accuracy")),
         TaskSpec("mme", "mme", HubLocation(("lmms-lab/MME", "lmms-lab-encoder/MME"), None, "test"), 2374,
                  "MME yes/no pairs, 14 subtasks",
                  (("perception", "sum of 10 perception subtasks, 0-2000"),
@@ -43,13 +46,14 @@ TASKS: dict[str, TaskSpec] = {
                   ("subtask/<name>", "acc + acc+ of one subtask, 0-200"),
                   ("scored_pairs", "images with both questions in the run"),
                   ("incomplete_pairs", "images with only one question in the run; not scored")),
-                 "vtwcli.data.mme:MMETask"),
+                 "vtwcli.data.mme:MMETask", ("total", "MME total")),
         _pope("pope", "pope", None, "test", 9000, "all three samplings"),
         _pope("pope-adv", "pope_adv", "Full", "adversarial", 3000, "adversarial sampling"),
         _pope("pope-pop", "pope_pop", "Full", "popular", 3000, "popular sampling"),
         _pope("pope-random", "pope_random", "Full", "random", 3000, "random sampling"),
         TaskSpec("ai2d", "ai2d", HubLocation(("lmms-lab/ai2d", "lmms-lab-encoder/ai2d"), None, "test"), 3088,
-                 "AI2D diagram questions, multiple choice", _ACC01, "vtwcli.data.ai2d:AI2DTask"),
+                 "AI2D diagram questions, multiple choice", _ACC01, "vtwcli.data.ai2d:AI2DTask",
+                 ("accuracy", "AI2D accuracy")),
         TaskSpec("mmbench", "mmbench_en_dev",
                  HubLocation(("lmms-lab/MMBench", "lmms-lab-encoder/MMBench"), "en", "dev"), 4329,
                  "MMBench-EN dev, circular; lmms-eval's reading rule, optional OpenAI-compatible judge",
@@ -61,19 +65,19 @@ TASKS: dict[str, TaskSpec] = {
                   ("judged", "replies sent to the judge (0 without --judge-url)"),
                   ("unparsed", "replies left without a letter: wrong offline; with a judge, given "
                                "lmms-eval's seeded random letter")),
-                 "vtwcli.data.mmbench:MMBenchTask"),
+                 "vtwcli.data.mmbench:MMBenchTask", ("circular_accuracy", "MMBench circular accuracy")),
         TaskSpec("mmmu", "mmmu_val", HubLocation(("lmms-lab/MMMU", "lmms-lab-encoder/MMMU"), None, "validation"),
                  900, "MMMU validation, multiple choice and open",
                  (("accuracy", "micro accuracy over all questions, 0-1"),
                   ("unparsed", "multiple-choice replies with no letter found (given a seeded random letter)"),
                   ("n", "questions scored")),
-                 "vtwcli.data.mmmu:MMMUTask"),
+                 "vtwcli.data.mmmu:MMMUTask", ("accuracy", "MMMU accuracy")),
         TaskSpec("videomme", "videomme",
                  HubLocation(("lmms-lab/Video-MME", "lmms-eval/Video-MME"), "videomme", "test"), 2700,
                  "Video-MME, 8 uniform frames (videos downloaded separately)",
                  (("accuracy", "0-100"), ("accuracy/<duration>", "short, medium, long; 0-100"),
                   ("n", "questions scored")),
-                 "vtwcli.data.videomme:VideoMMETask"),
+                 "vtwcli.data.videomme:VideoMMETask", ("accuracy", "Video-MME accuracy")),
         TaskSpec("shapes", "(vtw testbed)", None, None, "generated coloured shapes for the bundled testbed model",
                  (), "vtwcli.data.shapes:load_shapes"),
     )
@@ -95,14 +99,20 @@ def _unknown(name: str) -> DatasetError:
 
 
 def get_task(name: str, path: str | os.PathLike | None = None, split: str | None = None, limit: int | None = None,
-             subset: int | None = None, seed: int = 0, **options) -> Task:
+             subset: int | None = None, seed: int = 0, order: str = "first", **options) -> Task:
     """Load task ``name`` and return it ready to iterate.
 
     ``path``: a hub id (``owner/name``, optionally ``@revision``) or a local directory or file
     in the task's schema; None tries the old then the new lmms-eval hub id, preferring one
-    already in the local cache. ``limit`` keeps the first N rows; ``subset`` then draws a
-    seeded random sample of N (``seed``). Video-MME also takes ``video_dir`` and ``num_frames``.
+    already in the local cache. ``limit`` keeps N rows: with ``order="first"`` the first N
+    (lmms-eval's ``--limit``), with ``order="random"`` a sample drawn with ``seed``, stratified
+    by the task's category where it has one, MME image pairs and MMBench circular copies kept
+    together (what ``vtw bench`` uses). ``subset`` then draws a seeded random sample of N.
+    Video-MME also takes ``video_dir`` and ``num_frames``.
     """
+    from vtwcli.data.loading import check_order
+
+    check_order(order)
     if not isinstance(name, str) or not name:
         raise _unknown(str(name))
     if name.startswith(JSONL_PREFIX):
@@ -110,7 +120,8 @@ def get_task(name: str, path: str | os.PathLike | None = None, split: str | None
 
         if path is not None:
             raise DatasetError("jsonl:PATH already names the file; leave --data-path out")
-        return load_jsonl(name[len(JSONL_PREFIX):], split=split, limit=limit, subset=subset, seed=seed, **options)
+        return load_jsonl(name[len(JSONL_PREFIX):], split=split, limit=limit, subset=subset, seed=seed, order=order,
+                          **options)
     key = name.strip().lower().replace("_", "-")
     spec = TASKS.get(key)
     if spec is None:
@@ -119,7 +130,7 @@ def get_task(name: str, path: str | os.PathLike | None = None, split: str | None
     if spec.name == "shapes":
         return _load_shapes(module_name, attr, path, split, limit, subset, seed, options)
     cls = getattr(importlib.import_module(module_name), attr)
-    return cls.load(spec, path=path, split=split, limit=limit, subset=subset, seed=seed, **options)
+    return cls.load(spec, path=path, split=split, limit=limit, subset=subset, seed=seed, order=order, **options)
 
 
 def _load_shapes(module_name, attr, path, split, limit, subset, seed, options) -> Task:

@@ -202,6 +202,7 @@ class ShapesTask(Task):
     description = "Coloured shapes on a 3x3 grid (procedural; the testbed's task): yes/no, letter, colour, count"
     generation = Generation(max_new_tokens=4)
     metric_names = ("accuracy", *(f"accuracy_{t}" for t in QUESTION_TYPES))
+    headline_metric, headline_label = "accuracy", "shapes accuracy"
 
     def prompt(self, record: Record) -> str:
         return prompt_text(record.question, record.meta["type"])
