@@ -80,6 +80,8 @@ def test_k_equal_to_n_agrees_with_baseline_everywhere(tmp_path):
         (["--fastv-ratio", "1.5"], "--fastv-ratio"),
         (["--log-samples"], "add --json"),
         (["--random-init", "--data", "shapes"], "--random-init measures speed"),
+        (["--prompt-style", "llama3"], "--prompt-style must be one of chat, vicuna_v1"),
+        (["--subset", "all"], "--subset must be 'random'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path):

@@ -73,6 +73,9 @@ class ArchRecord:
     refusal: str | None = None
     # the first transformers release with this family's classes (conformance tests skip before)
     since: str = "5.0"
+    # prompt styles besides the processor's chat template that reproduce the original code's
+    # conversation (LLaVA-1.5/NeXT: "vicuna_v1", what lmms-eval's original llava model used)
+    prompt_styles: tuple[str, ...] = ()
 
     # ---- status
     @property
@@ -172,10 +175,11 @@ _LLAMA4_REFUSAL = (
 _RECORDS: dict[str, ArchRecord] = {
     rec.model_type: rec
     for rec in (
-        ArchRecord("llava", "LLaVA-1.5", "LlavaForConditionalGeneration", "image_token_index"),
+        ArchRecord("llava", "LLaVA-1.5", "LlavaForConditionalGeneration", "image_token_index",
+                   prompt_styles=("vicuna_v1",)),
         ArchRecord(
             "llava_next", "LLaVA-NeXT", "LlavaNextForConditionalGeneration", "image_token_index",
-            notes="anyres: the number of vision tokens varies per image",
+            notes="anyres: the number of vision tokens varies per image", prompt_styles=("vicuna_v1",),
         ),
         ArchRecord(
             "qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", "image_token_id", "video_token_id",

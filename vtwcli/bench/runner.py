@@ -170,7 +170,8 @@ class BenchPlan:
     log_samples: bool = False
     seed: int = 0
     image_size: tuple[int, int] = SYNTHETIC_IMAGE_SIZE
-    prompt_words: int = SYNTHETIC_PROMPT_WORDS
+    prompt_words: int | None = None  # synthetic text words (None: the prompt style's default)
+    prompt_style: str = "chat"  # "chat" (the processor's template) or "vicuna_v1" (vtwcli.models.prompting)
     device_map: str | None = None
     judge_url: str | None = None  # MMBench: OpenAI-compatible judge for replies the rule cannot read
     judge_model: str | None = None
@@ -296,7 +297,7 @@ def plan(
     max_new_tokens: int | None = None,
     min_new_tokens: int | None = None,
     warmup: int = 1,
-    prompt_words: int = SYNTHETIC_PROMPT_WORDS,
+    prompt_words: int | None = None,
     data: str | None = None,
     data_path: str | None = None,
     batch_size: int = 1,
@@ -343,8 +344,10 @@ def plan(
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
         raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
     from vtwcli.data.loading import check_order
+    from vtwcli.models.prompting import check_style_name
 
     check_order(rest.get("subset", "random"))
+    rest["prompt_style"] = check_style_name(rest.get("prompt_style"))
     if random_init and (data is not None or data_path is not None):
         raise UsageError(
             "--random-init measures speed and memory on synthetic inputs (random weights cannot "
@@ -392,6 +395,7 @@ class Setup:
     notices: list[str] = field(default_factory=list)
     k: int | None = None  # VTW's K after the profile / default was applied
     entry_task: str | None = None  # the profile's task entry K came from
+    prompt_style: str = "chat"
 
     @property
     def name(self) -> str:
@@ -411,7 +415,7 @@ class Setup:
             images, videos = [], []
         elif variant == "white":
             images, videos = [_white_like(x) for x in images], [_white_like(v) for v in videos]
-        return self.loaded.prepare(s.prompt, images=images or None, videos=videos or None)
+        return self.loaded.prepare(s.prompt, images=images or None, videos=videos or None, style=self.prompt_style)
 
     def batch_inputs(self, indices: Sequence[int], variant: str = "image"):
         """One left-padded batch of the samples ``indices`` (one row each, in that order)."""
@@ -441,11 +445,14 @@ def load(p: BenchPlan, *, device: str | None = None) -> Setup:
         p.model, dtype=p.dtype, device=device or p.device, attn=p.attn, random_init=p.random_init,
         device_map=p.device_map,
     )  # fmt: skip
+    from vtwcli.models.prompting import check_style
+
+    check_style(p.prompt_style, loaded.arch, loaded.alias or loaded.model_id)
     specs, k, entry_task, notices = resolve_specs(p, int(loaded.num_layers), loaded.alias or loaded.model_id)
     samples, the_task, gen, task_info, more = load_samples(p, loaded)
     return Setup(
         loaded=loaded, specs=specs, samples=samples, task=the_task, gen=gen, task_info=task_info,
-        notices=notices + more, k=k, entry_task=entry_task,
+        notices=notices + more, k=k, entry_task=entry_task, prompt_style=p.prompt_style,
     )  # fmt: skip
 
 
@@ -520,14 +527,15 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
     if p.random_init:
         the_task = None
         n = p.limit if p.limit is not None else DEFAULT_SYNTHETIC_SAMPLES
-        samples = _synthetic_samples(loaded, n, seed=p.seed, image_size=p.image_size, words=p.prompt_words)
+        words = p.prompt_words if p.prompt_words is not None else synthetic_words(p.prompt_style)
+        samples = _synthetic_samples(loaded, n, seed=p.seed, image_size=p.image_size, words=words)
         new_tokens = p.max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
         if p.min_new_tokens is not None and p.min_new_tokens > new_tokens:
             raise UsageError(f"--min-new-tokens {p.min_new_tokens} is more than max_new_tokens {new_tokens}")
         gen: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": p.min_new_tokens or new_tokens}
         task_info: dict[str, Any] = {
             "name": "synthetic",
-            "source": {"dataset_id": "synthetic", "image_size": list(p.image_size), "prompt_words": p.prompt_words},
+            "source": {"dataset_id": "synthetic", "image_size": list(p.image_size), "prompt_words": words},
             "samples": len(samples),
             "has_answers": False,
         }
@@ -808,6 +816,7 @@ def summarize(
         "device": str(loaded.device),
         "limit": p.limit,
         "subset": None if p.random_init else p.subset,
+        "prompt_style": setup.prompt_style,
         "seed": p.seed,
         "world_size": world_size,
         "device_map": p.device_map if isinstance(p.device_map, (str, type(None))) else "custom",
@@ -865,7 +874,7 @@ def bench(
     split: str | None = None,
     seed: int = 0,
     image_size: tuple[int, int] = SYNTHETIC_IMAGE_SIZE,
-    prompt_words: int = SYNTHETIC_PROMPT_WORDS,
+    prompt_words: int | None = None,
     progress: ProgressFn | None = None,
     device_map: str | None = None,
     dist: Any = None,
@@ -877,6 +886,7 @@ def bench(
     memory_budget: str | int | None = None,
     repeats: int = 3,
     subset: str = "random",
+    prompt_style: str = "chat",
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
     ``noimage``, ``white``, ``random-k``) on the same samples.
@@ -915,7 +925,7 @@ def bench(
         warmup=warmup, dtype=dtype,
         device=device, attn=attn, log_samples=log_samples, data=data, data_path=data_path, split=split,
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
-        judge_url=judge_url, judge_model=judge_model, subset=subset,
+        judge_url=judge_url, judge_model=judge_model, subset=subset, prompt_style=prompt_style,
         k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
     )  # fmt: skip
 
@@ -1062,6 +1072,17 @@ def _free(meter: Any) -> None:
     gc.collect()
     if getattr(meter, "cuda", False):
         meter.empty_cache()
+
+
+def synthetic_words(style: str) -> int:
+    """Words of synthetic text per prompt: with the chat template they make LLaVA-1.5's average
+    MME prompt (641 tokens with a 576-token image); with ``vicuna_v1`` the system sentence
+    takes part of that length, so the text is shorter by the sentence's words."""
+    if style == "vicuna_v1":
+        from vtwcli.models.prompting import VICUNA_V1_SYSTEM
+
+        return SYNTHETIC_PROMPT_WORDS - len(VICUNA_V1_SYSTEM.split())
+    return SYNTHETIC_PROMPT_WORDS
 
 
 def _synthetic_samples(loaded, n: int, *, seed: int, image_size: tuple[int, int], words: int) -> list[Sample]:

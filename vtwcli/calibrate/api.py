@@ -258,11 +258,11 @@ def draw_samples(task, samples: int, seed: int) -> list[tuple[Any, list, list]]:
     return out
 
 
-def _prepare(loaded, task, batch: Sequence[tuple[Any, list, list]]):
+def _prepare(loaded, task, batch: Sequence[tuple[Any, list, list]], style: str | None = None):
     prompts = [task.prompt(record) for record, _, _ in batch]
     if any(videos for _, _, videos in batch):
-        return loaded.prepare(prompts, videos=[videos for _, _, videos in batch])
-    return loaded.prepare(prompts, images=[images for _, images, _ in batch])
+        return loaded.prepare(prompts, videos=[videos for _, _, videos in batch], style=style)
+    return loaded.prepare(prompts, images=[images for _, images, _ in batch], style=style)
 
 
 # --------------------------------------------------------------------------------------
@@ -291,6 +291,7 @@ def calibrate(
     progress: Callable[[int, int], None] | None = None,
     device_map: str | None = None,
     dist: Any = None,
+    prompt_style: str = "chat",
 ) -> CalibrationResult | None:
     """Choose K for ``model`` on ``data``: the first K whose mean KL over the samples is below eta.
 
@@ -299,6 +300,8 @@ def calibrate(
     layers). ``direction`` is ``"withdrawn||full"`` (the paper's) or ``"full||withdrawn"``;
     ``tokens`` > 1 averages the KL over the first tokens of the full model's greedy answer.
     ``method="slow"`` runs the paper's loop (one forward per K) instead of the one-pass sweep.
+    ``prompt_style``: ``"chat"`` (the processor's template) or ``"vicuna_v1"`` (LLaVA's original
+    conversation; LLaVA-1.5/NeXT only), recorded in the profile.
     ``eta`` may also be a list (or "0.001,0.003,0.01"): every threshold's K is read from the one
     sweep into ``result.thresholds`` (no extra forwards) and the first one picks the saved K.
     Writes the profile (``out``, default ``profiles/<name>.yaml``, the shipped profile of a registered alias) unless ``write=False``;
@@ -320,6 +323,9 @@ def calibrate(
     tokens = _check_positive("--tokens", tokens)
     batch_size = _check_positive("--batch-size", batch_size)
     direction = check_direction(direction)
+    from vtwcli.models.prompting import check_style, check_style_name
+
+    prompt_style = check_style_name(prompt_style)
     if method not in ("fast", "slow"):
         raise UsageError(f"method must be 'fast' or 'slow', got {method!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -351,6 +357,7 @@ def calibrate(
 
     def work() -> dict[str, Any]:
         loaded = _load(model, dtype, ctx.device(device) if ctx.enabled else device, attn, device_map)
+        check_style(prompt_style, getattr(loaded, "arch", None), _alias(loaded))
         net = loaded.model
         parts = sw.model_parts(net, getattr(loaded, "arch", None))
         k_values = _k_range(k_min, k_max, parts.num_layers, floor=_k_floor(net))
@@ -370,7 +377,7 @@ def calibrate(
             for start in range(0, len(mine), batch_size):
                 positions = mine[start : start + batch_size]
                 batch = [(task[picked[p]], *_vision_of(task, task[picked[p]])) for p in positions]
-                inputs = _prepare(loaded, task, batch)
+                inputs = _prepare(loaded, task, batch, prompt_style)
                 before = len(stats.prompt_lengths)
                 got = run(net, inputs, k_values, tokens=tokens, direction=direction, stats=stats, parts=parts)
                 for b, p in enumerate(positions):
@@ -447,6 +454,7 @@ def calibrate(
         mean_s, mean_v, reached, cost, net,
     )
     calibration["world_size"] = ctx.world_size
+    calibration["prompt_style"] = prompt_style
     result = CalibrationResult(
         model_alias=getattr(loaded, "alias", None),
         model_id=str(getattr(loaded, "model_id", None) or getattr(net.config, "_name_or_path", "") or "unknown"),

@@ -15,6 +15,7 @@ from vtwcli.cli.options import (
     dtype_option,
     force_option,
     memory_check,
+    prompt_style_option,
 )
 
 _HELP = """Compare baseline, FastV and VTW on the same samples: formula TFLOPs, measured prefill / decode / end-to-end latency, KV-cache bytes, GPU memory, accuracy and agreement.
@@ -108,6 +109,7 @@ def register(app: typer.Typer) -> None:
         log_samples: bool = typer.Option(
             False, "--log-samples", help="Put every sample's prompt, replies, parsed answers and timings in the JSON."
         ),
+        prompt_style: str = prompt_style_option(),
         dtype: str = dtype_option(),
         device: str = device_option(),
         attn: str = attn_option(),
@@ -126,7 +128,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(
-    model, data, data_path, split, limit, subset, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
+    model, data, data_path, split, limit, subset, prompt_style, methods, k, profile, task, fastv_k, fastv_ratio, random_init,
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
     judge_url=None, judge_model=None,
     k_range=None, plot=None, batch_size=1, memory_budget=None, repeats=3,
@@ -162,6 +164,9 @@ def _run(
     from vtwcli.data.loading import check_order
 
     check_order(subset)
+    from vtwcli.models.prompting import check_style_name
+
+    check_style_name(prompt_style)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if log_samples and not json_out:
@@ -207,7 +212,7 @@ def _run(
             result = bench(
                 model=model, data=data, methods=methods, k=k, profile=profile, task=task, fastv_k=fastv_k,
                 fastv_ratio=fastv_ratio, limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens, subset=subset,
+                min_new_tokens=min_new_tokens, subset=subset, prompt_style=prompt_style,
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
                 judge_url=judge_url, judge_model=judge_model,

@@ -17,6 +17,7 @@ from vtwcli.cli.options import (
     dtype_option,
     force_option,
     memory_check,
+    prompt_style_option,
 )
 
 _HELP = """Choose the withdrawal layer K for a model on a task, and save it in a profile.
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
         no_save: bool = typer.Option(False, "--no-save", help="Do not write a profile; only print the result."),
         plot: Path = typer.Option(None, "--plot", help="Also draw the KL curve to this PNG file (needs the plot extra)."),
         json_out: str = typer.Option(None, "--json", help="Write the full result as JSON to this file ('-' for stdout)."),
+        prompt_style: str = prompt_style_option(),
         dtype: str = dtype_option(),
         device: str = device_option(),
         attn: str = attn_option(),
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
 def _run(
     model, data, data_path, split, eta, samples, seed, k_min, k_max, batch_size, direction, tokens, out,
-    no_save, plot, json_out, dtype, device, attn, device_map,
+    no_save, plot, json_out, dtype, device, attn, device_map, prompt_style="chat",
 ) -> None:
     import json
     import sys
@@ -129,7 +131,7 @@ def _run(
                 model, data, eta=eta, samples=samples, seed=seed, k_min=k_min, k_max=k_max,
                 direction=direction, tokens=tokens, batch_size=batch_size, out=out, write=not no_save,
                 data_path=data_path, split=split, dtype=dtype, device=device, attn=attn, progress=progress,
-                device_map=device_map,
+                device_map=device_map, prompt_style=prompt_style,
             )
     finally:
         if hf_bars:

@@ -19,6 +19,14 @@ def attn_option():
     return typer.Option("sdpa", "--attn", help="Attention implementation: sdpa, eager or flash_attention_2.")
 
 
+def prompt_style_option():
+    return typer.Option(
+        "chat", "--prompt-style",
+        help="chat (the processor's chat template) or vicuna_v1 (LLaVA's original conversation with its system "
+        "sentence, as the paper evaluated LLaVA-1.5/NeXT; those families only).",
+    )
+
+
 def device_map_option():
     return typer.Option(
         None, "--device-map", help="auto: spread a model too large for one device over all of them (accelerate)."

@@ -38,6 +38,7 @@ class LoadedModel:
     random_init: bool = False
     synthetic_processor: bool = False  # random-init without a cached processor: word-free token ids
     revision: str | None = None
+    prompt_style: str = "chat"  # default for prepare(): the chat template, or "vicuna_v1" (vtwcli.models.prompting)
 
     @property
     def config(self):
@@ -80,12 +81,13 @@ class LoadedModel:
         return out
 
     # -- inputs ---------------------------------------------------------------------
-    def prepare(self, prompts, images=None, videos=None):
+    def prepare(self, prompts, images=None, videos=None, style: str | None = None):
         """Chat-templated, left-padded inputs on the model's device.
 
         ``prompts`` is a string or a list; ``images`` / ``videos`` give, per prompt, one item
         or a list of items (PIL images or paths; a video is a path or a (T, H, W, 3) array).
         With a single prompt, a flat list of images means all of them go with that prompt.
+        ``style``: the prompt style (default :attr:`prompt_style`; see vtwcli.models.prompting).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         per_images = _per_prompt(images, len(prompts), "images")
@@ -95,16 +97,16 @@ class LoadedModel:
             content = [{"type": "image"} for _ in imgs] + [{"type": "video"} for _ in vids]
             content.append({"type": "text", "text": text})
             conversations.append([{"role": "user", "content": content}])
-        return self.prepare_chat(conversations, per_images, per_videos)
+        return self.prepare_chat(conversations, per_images, per_videos, style=style)
 
-    def prepare_chat(self, conversations, images=None, videos=None):
+    def prepare_chat(self, conversations, images=None, videos=None, style: str | None = None):
         """Like :meth:`prepare` for whole conversations (lists of {role, content} messages)."""
         from vtwcli.data.images import load_image
 
         n = len(conversations)
         per_images = _per_prompt(images, n, "images") if not _is_nested(images, n) else images
         per_videos = _per_prompt(videos, n, "videos") if not _is_nested(videos, n) else videos
-        texts = [self._template(conv) for conv in conversations]
+        texts = [self._template(conv, style) for conv in conversations]
         flat_images = [load_image(x) for imgs in per_images for x in imgs]
         flat_videos = [_load_video(v) for vids in per_videos for v in vids]
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
@@ -129,7 +131,14 @@ class LoadedModel:
             del batch["labels"]
         return batch.to(self.device, dtype=self.model.dtype) if hasattr(batch, "to") else batch
 
-    def _template(self, conversation) -> str:
+    def _template(self, conversation, style: str | None = None) -> str:
+        style = style or self.prompt_style
+        if style != "chat":
+            from vtwcli.models.prompting import check_style, vicuna_v1
+
+            check_style(style, self.arch, self.alias or self.model_id)
+            return vicuna_v1(conversation, getattr(self.processor, "image_token", "<image>"),
+                             getattr(self.processor, "video_token", "<video>"))  # fmt: skip
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         # No template saved with the processor: the bare placeholder + text layout.
