@@ -435,7 +435,8 @@ class Setup:
             images.append(list(imgs))
             videos.append(list(vids))
         return self.loaded.prepare(
-            prompts, images=images if any(images) else None, videos=videos if any(videos) else None
+            prompts, images=images if any(images) else None, videos=videos if any(videos) else None,
+            style=self.prompt_style,
         )
 
 
