@@ -272,7 +272,10 @@ _RECORDS: dict[str, ArchRecord] = {
         ),
         ArchRecord(
             "molmo2", "Molmo2", "Molmo2ForConditionalGeneration", "image_token_id", "video_token_id",
-            refusal="not verified yet: pooled image tokens with per-layer rotary variants",
+            block_input="mm_token_type_ids", block_values=(1,), block_rule="single", blocks_first_call_only=True,
+            since="5.24",
+            notes="pooled image tokens (one bidirectional block at prefill); layers alternate two rotary tables, "
+            "each gathered at the kept rows",
         ),
         ArchRecord(
             "llama4", "Llama 4", "Llama4ForConditionalGeneration", "image_token_index", refusal=_LLAMA4_REFUSAL,

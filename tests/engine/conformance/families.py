@@ -47,6 +47,10 @@ class Family:
     deepstack: bool = False
     mixers: tuple[str, ...] = ()  # attribute names of non-attention mixers in a decoder layer
     no_attn: dict = field(default_factory=dict)  # attention implementation -> why the family cannot run it
+    # sub-configs kept on eager attention whatever the decoder runs: Molmo2's image pooling gives
+    # logits 1e-3 apart under sdpa and eager in transformers itself, which the eager reference
+    # would blame on the engine; the decoder (what the engine touches) still runs `attn`
+    eager_parts: tuple[str, ...] = ()
 
 
 def missing(fam: Family) -> str | None:
@@ -175,6 +179,20 @@ def _row_gemma4(model, variant, gen):
     out = model.model.get_image_features(pixel_values=pix, image_position_ids=pos)
     per = _count(_pooled(out))
     return [[START_ID] + [IMAGE_ID] * c + [END_ID] for c in per], {"pixel_values": [pix], "image_position_ids": [pos]}
+
+
+def _row_molmo2(model, variant, gen):
+    """Molmo2: 1 or 2 crops of 8x8 patches, each pooled 2x2 into 16 tokens (low-res, then high-res)."""
+    crops = 1 + variant % 2
+    pix = torch.randn(crops, 64, 147, generator=gen)
+    idx = [[c * 64 + (2 * i + di) * 8 + (2 * j + dj) for di in (0, 1) for dj in (0, 1)]
+           for c in range(crops) for i in range(4) for j in range(4)]
+    pool = torch.tensor(idx)
+    grids = torch.tensor([[4, 4, 4, 4] if crops == 2 else [4, 4, 0, 0]])
+    out = model.model.get_image_features(pixel_values=pix, image_token_pooling=pool, image_grids=grids)
+    n = sum(_count(_pooled(out)))
+    return [[START_ID] + [IMAGE_ID] * n + [END_ID]], {"pixel_values": [pix], "image_token_pooling": [pool],
+                                                     "image_grids": [grids]}
 
 
 def _row_lfm2_vl(model, variant, gen):
@@ -368,6 +386,25 @@ def _gemma4_config(num_layers):
     )
 
 
+def _molmo2_config(num_layers):
+    # layers 1 and 3 use the scaled rotary table, 0 and 2 the unscaled one
+    text = dict(TEXT, num_hidden_layers=num_layers, additional_vocab_size=0,
+                rope_scaling_layers=list(range(1, num_layers, 2)),
+                rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0})
+    for key in ("bos_token_id", "eos_token_id", "tie_word_embeddings"):
+        text.pop(key)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, head_dim=16, image_size=[56, 56], patch_size=7, num_position_embeddings=64,
+                  vision_feature_layer=[-1])
+    adapter = dict(hidden_size=32, num_attention_heads=2, num_key_value_heads=2, head_dim=16, intermediate_size=64,
+                   text_hidden_size=64, vision_feature_layer=[-1])
+    return _cls("Molmo2Config")(
+        text_config=text, vision_config=vision, adapter_config=adapter, image_patch_id=IMAGE_ID,
+        image_start_token_id=START_ID, image_end_token_id=END_ID, low_res_image_start_token_id=BREAK_ID,
+        frame_start_token_id=BREAK_ID - 1, frame_end_token_id=BREAK_ID - 2, tie_word_embeddings=False,
+    )
+
+
 def _lfm2_types(num_layers):
     return ["full_attention" if i % 2 == 0 else "conv" for i in range(num_layers)]
 
@@ -421,6 +458,8 @@ _add(
            _row_idefics),
     Family("gemma4", "Gemma4Config", "Gemma4ForConditionalGeneration", _gemma4_config, _row_gemma4,
            layer_types=_gemma4_types),
+    Family("molmo2", "Molmo2Config", "Molmo2ForConditionalGeneration", _molmo2_config, _row_molmo2,
+           eager_parts=("vision_config", "adapter_config")),
     Family("lfm2_vl", "Lfm2VlConfig", "Lfm2VlForConditionalGeneration", _lfm2_vl_config, _row_lfm2_vl,
            layer_types=_lfm2_types, mixers=("conv",)),
 )
@@ -441,6 +480,8 @@ def build(model_type: str, attn: str = "eager", num_layers: int = 4, seed: int =
                 fan_in = p.shape[-1] if "embed" not in name else 1
                 p.copy_(torch.randn(p.shape, generator=gen) * (1.6 / fan_in**0.5))
     model.to(dtype).eval()
+    for part in fam.eager_parts:
+        getattr(model.config, part)._attn_implementation = "eager"
     if model.generation_config is not None:
         model.generation_config.pad_token_id = PAD_ID
         model.generation_config.eos_token_id = None
@@ -474,6 +515,13 @@ def inputs(model, rows=(0,), seed: int = 0) -> dict:
         input_ids[b, length - len(r):] = torch.tensor(r)
         attention_mask[b, length - len(r):] = 1
     out = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "image_token_pooling" in extras:
+        # Molmo2: pooling indices point into the flattened patches of every crop in the batch
+        offset, shifted = 0, []
+        for pix, pool in zip(extras["pixel_values"], extras["image_token_pooling"], strict=True):
+            shifted.append(torch.where(pool >= 0, pool + offset, pool))
+            offset += pix.shape[0] * pix.shape[1]
+        extras["image_token_pooling"] = shifted
     for k, v in extras.items():
         if k == "pixel_values" and v[0].dim() == 4 and len({x.shape[-2:] for x in v}) > 1:
             # Pixtral: images of different sizes are padded to the largest (image_sizes says what is real)
