@@ -324,6 +324,11 @@ class BenchResult:
         "below 1, slower = above 1, ~ = the interval contains 1 (no difference shown)"
     )
 
+    def paired_note(self) -> str:
+        if self.mode == "batch":  # one measurement per batch: its samples share its times
+            return self.PAIRED_NOTE.replace("paired per-sample ratios", "paired per-batch ratios")
+        return self.PAIRED_NOTE
+
     def to_markdown(self) -> str:
         from tabulate import tabulate
 
@@ -333,7 +338,7 @@ class BenchResult:
         if self.paired:
             p_headers, p_body = self.paired_rows()
             lines += ["", tabulate(p_body, headers=p_headers, tablefmt="pipe", disable_numparse=True), "",
-                      self.PAIRED_NOTE]  # fmt: skip
+                      self.paired_note()]  # fmt: skip
         lines += [f"- {n}" for n in self.notices]
         return "\n".join(lines) + "\n"
 
@@ -352,7 +357,7 @@ class BenchResult:
         from rich.table import Table
 
         headers, body = self.paired_rows()
-        table = Table(title="paired ratios", caption=self.PAIRED_NOTE, show_lines=False)
+        table = Table(title="paired ratios", caption=self.paired_note(), show_lines=False)
         for i, h in enumerate(headers):
             table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
         for cells in body:
