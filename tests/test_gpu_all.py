@@ -1,0 +1,35 @@
+"""scripts/gpu_all.sh runs its whole path on the CPU with --dry-run (the GPU run cannot happen in CI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dry_run_writes_every_result_file(tmp_path):
+    out = tmp_path / "gpu out"  # a space in the path must not break the shell script
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_all.sh"), str(out), "--dry-run", "--skip-engine-tests"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["environment"]["dry_run"] is True
+    assert [(b["model"], b["attn"]) for b in summary["bench"]] == [("llava-1.5-7b", "sdpa"), ("llava-next-7b", "sdpa")]
+    for b in summary["bench"]:
+        assert "error" not in b, b
+        assert b["vision_tokens"] == 576 and 0 < b["vtw_flops_ratio"] < 1
+        assert b["vtw_prefill"]["n"] == 2 and set(b["paired"]) == {"fastv/baseline", "vtw/baseline", "vtw/fastv"}
+        assert (out / f"bench_{b['model']}_sdpa.json").is_file() and (out / f"bench_{b['model']}_sdpa.md").is_file()
+    cost = summary["sweep_cost"]
+    assert cost["fast"]["measured_forwards_per_sample"] > 0 and cost["slow"]["slow_formula_forwards_per_sample"] > 1
+    text = (out / "summary.md").read_text()
+    assert "DRY RUN on CPU" in text and "| llava-next-7b | sdpa |" in text
+
+
+def test_usage_errors_are_one_line():
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_all.sh")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "usage: bash scripts/gpu_all.sh OUTDIR" in proc.stderr
