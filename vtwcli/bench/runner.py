@@ -51,6 +51,12 @@ INPUTS_OF = {"noimage": "none", "white": "white"}  # every other row gets the sa
 DEFAULT_LIMIT = 40  # task samples when --limit is not given (the testbed's task runs in about a minute)
 DEFAULT_SYNTHETIC_SAMPLES = 8
 DEFAULT_SYNTHETIC_NEW_TOKENS = 32
+TESTBED_LATENCY_NOTE = (
+    "the testbed's latencies are overhead-bound (6 layers of width 128, ~100-token prompts): its "
+    "prefill ratio stays near 1 whatever the FLOPs; `vtw bench --model llava-1.5-7b --random-init "
+    "--shrink` shows the speed-up on a real model's token geometry on a CPU"
+)
+DEFAULT_SHRUNK_NEW_TOKENS = 8  # --shrink is about prefill; a short reply keeps the run under a minute on 2 cores
 # LLaVA-1.5's prompts on MME average 641.4 tokens with 576 vision tokens (the paper's FLOPs
 # setting): about 65 text tokens, which is what synthetic prompts aim for (the chat template adds a few).
 SYNTHETIC_PROMPT_WORDS = 60
@@ -178,6 +184,7 @@ class BenchPlan:
     batch_size: int = 1  # samples per generate() call (left-padded)
     memory_budget: int | None = None  # bytes: the max-batch search mode (see vtwcli.bench.throughput)
     repeats: int = 3  # timed rounds at each row's max batch (memory-budget mode)
+    shrink: bool = False  # random-init: the real token geometry with a small decoder (vtwcli.models.shrink)
 
     @property
     def needs_k(self) -> bool:
@@ -348,6 +355,11 @@ def plan(
 
     check_order(rest.get("subset", "random"))
     rest["prompt_style"] = check_style_name(rest.get("prompt_style"))
+    if rest.get("shrink") and not random_init:
+        raise UsageError(
+            "--shrink builds a small random-weight copy of the architecture; add --random-init "
+            "(real weights cannot be shrunk)"
+        )
     if random_init and (data is not None or data_path is not None):
         raise UsageError(
             "--random-init measures speed and memory on synthetic inputs (random weights cannot "
@@ -444,12 +456,16 @@ def load(p: BenchPlan, *, device: str | None = None) -> Setup:
     """Stage 2: load the model (``device`` overrides the plan's: a data-parallel rank's own)."""
     loaded = _load(
         p.model, dtype=p.dtype, device=device or p.device, attn=p.attn, random_init=p.random_init,
-        device_map=p.device_map,
+        device_map=p.device_map, shrink=p.shrink,
     )  # fmt: skip
     from vtwcli.models.prompting import check_style
 
     check_style(p.prompt_style, loaded.arch, loaded.alias or loaded.model_id)
     specs, k, entry_task, notices = resolve_specs(p, int(loaded.num_layers), loaded.alias or loaded.model_id)
+    if getattr(loaded, "shrunk", None) is not None:
+        notices.insert(0, f"shrunk: {loaded.shrunk.describe()}")
+    if loaded.alias == "testbed":
+        notices.append(TESTBED_LATENCY_NOTE)
     samples, the_task, gen, task_info, more = load_samples(p, loaded)
     return Setup(
         loaded=loaded, specs=specs, samples=samples, task=the_task, gen=gen, task_info=task_info,
@@ -530,7 +546,7 @@ def load_samples(p: BenchPlan, loaded) -> tuple[list[Sample], Any, dict[str, Any
         n = p.limit if p.limit is not None else DEFAULT_SYNTHETIC_SAMPLES
         words = p.prompt_words if p.prompt_words is not None else synthetic_words(p.prompt_style)
         samples = _synthetic_samples(loaded, n, seed=p.seed, image_size=p.image_size, words=words)
-        new_tokens = p.max_new_tokens or DEFAULT_SYNTHETIC_NEW_TOKENS
+        new_tokens = p.max_new_tokens or (DEFAULT_SHRUNK_NEW_TOKENS if p.shrink else DEFAULT_SYNTHETIC_NEW_TOKENS)
         if p.min_new_tokens is not None and p.min_new_tokens > new_tokens:
             raise UsageError(f"--min-new-tokens {p.min_new_tokens} is more than max_new_tokens {new_tokens}")
         gen: dict[str, Any] = {"max_new_tokens": new_tokens, "min_new_tokens": p.min_new_tokens or new_tokens}
@@ -831,6 +847,7 @@ def summarize(
         "hidden_size": _hidden_size(loaded),
         "random_init": bool(getattr(loaded, "random_init", p.random_init)),
         "revision": getattr(loaded, "revision", None),
+        "shrunk": loaded.shrunk.to_dict() if getattr(loaded, "shrunk", None) is not None else None,
     }
     log = None
     if p.log_samples:
@@ -888,6 +905,7 @@ def bench(
     repeats: int = 3,
     subset: str = "random",
     prompt_style: str = "chat",
+    shrink: bool = False,
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
     ``noimage``, ``white``, ``random-k``) on the same samples.
@@ -928,6 +946,7 @@ def bench(
         seed=seed, image_size=tuple(image_size), prompt_words=prompt_words, device_map=device_map,
         judge_url=judge_url, judge_model=judge_model, subset=subset, prompt_style=prompt_style,
         k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
+        shrink=shrink,
     )  # fmt: skip
 
     from vtwcli.distributed import context, run_sharded
@@ -1040,11 +1059,16 @@ def batch_throughput(rows: list[MethodRow], specs: list[MethodSpec], batches: di
 # ---------------------------------------------------------------- pieces
 
 
-def _load(model: Any, *, dtype: str, device: str, attn: str, random_init: bool, device_map: str | None = None):
+def _load(
+    model: Any, *, dtype: str, device: str, attn: str, random_init: bool, device_map: str | None = None,
+    shrink: bool = False,
+):  # fmt: skip
     if hasattr(model, "model") and hasattr(model, "prepare"):
         return model  # an already loaded vtwcli.models.LoadedModel
     from vtwcli.models import load_model
 
+    if shrink:
+        return load_model(model, dtype=dtype, device=device, attn=attn, random_init=random_init, shrink=True)
     if device_map is not None:
         return load_model(
             model, dtype=dtype, device=device, attn=attn, random_init=random_init, device_map=device_map

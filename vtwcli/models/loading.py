@@ -39,6 +39,7 @@ class LoadedModel:
     synthetic_processor: bool = False  # random-init without a cached processor: word-free token ids
     revision: str | None = None
     prompt_style: str = "chat"  # default for prepare(): the chat template, or "vicuna_v1" (vtwcli.models.prompting)
+    shrunk: Any = None  # vtwcli.models.shrink.Shrunk when built with shrink=True: what is smaller than the real model
 
     @property
     def config(self):
@@ -267,6 +268,7 @@ def load_model(
     offload_folder: str | None = None,
     force: bool = False,
     context_tokens: int | None = None,
+    shrink: bool = False,
 ) -> LoadedModel:
     """Load ``name`` (alias, hub id or directory; default the bundled testbed).
 
@@ -283,6 +285,10 @@ def load_model(
     of ``context_tokens`` tokens are compared with the device's free memory, and a model that
     would not fit is refused with one line saying what to do (:mod:`vtwcli.models.memory`);
     ``force=True`` skips that check.
+
+    ``shrink=True`` (with ``random_init``) keeps the real processor, chat template, vocabulary and
+    vision-token count and builds a narrow, shallow decoder and vision tower that a CPU can run
+    (:mod:`vtwcli.models.shrink`); ``LoadedModel.shrunk`` says what was shrunk.
     """
     resolved = resolve(name)
     _check_device_map(device_map, random_init)
@@ -294,14 +300,27 @@ def load_model(
             f"the bundled testbed model is missing from {resolved.local_dir}; reinstall vtwcli "
             "(or, from a source checkout, build it with the testbed trainer under scripts/)"
         )
+    if shrink and not random_init:
+        raise UsageError(
+            "--shrink builds a small random-weight copy of the architecture; add --random-init "
+            "(real weights cannot be shrunk)"
+        )
     if random_init:
         config = _config_for_random(resolved, revision)
+        shrunk = None
+        if shrink:
+            from vtwcli.models.shrink import cpu_config_dict
+
+            shrunk_dict, shrunk = cpu_config_dict(config.to_dict())
+            config = config_from_dict(shrunk_dict)
         _check_memory(config, resolved, dt, dev, force, context_tokens, random_init=True)
         processor, synthetic = _processor_for_random(resolved, revision)
-        return from_config(
+        loaded = from_config(
             config, processor=processor, alias=resolved.alias, model_id=resolved.model_id, dtype=dt,
             device=dev, attn=attn, synthetic_processor=synthetic, revision=revision,
         )
+        loaded.shrunk = shrunk
+        return loaded
     source = _weights_source(resolved, revision)
     if device_map is None:
         config = _cached_config(source, resolved, revision)
