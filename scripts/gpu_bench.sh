@@ -61,7 +61,7 @@ for model in llava-1.5-7b llava-next-7b; do
 done
 
 echo
-echo "## Targets (issue 6): prefill ratio within 0.05 of the FLOPs ratio; NeXT per-sample memory <= 0.65x"
+echo "## Targets: prefill ratio within 0.05 of the FLOPs ratio; NeXT per-sample memory <= 0.65x"
 python - "$OUT" <<'PY'
 import glob, json, sys
 for path in sorted(glob.glob(f"{sys.argv[1]}/*.json")):

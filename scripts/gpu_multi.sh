@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-device checks for issue 8 (docs/scaling.md), on the bundled testbed; no weights, no
+# Multi-device checks (docs/scaling.md), on the bundled testbed; no weights, no
 # network. Needs one CUDA GPU; the data-parallel and --device-map auto parts need two.
 #
 #   bash scripts/gpu_multi.sh [OUT_DIR]        # default OUT_DIR: gpu_multi/

@@ -68,3 +68,13 @@ def test_k_zero_reads_the_same_in_run_and_bench():
     assert run.exit_code == bench.exit_code == 2
     assert run.output == bench.output
     assert run.output.startswith("error: --k must be at least 1") and run.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "--bogus"], ["run", "--k", "x"], ["runn"], ["models", "--json"], ["calibrate", "--samples"],
+])  # fmt: skip
+def test_typer_usage_errors_are_one_line_and_exit_2(args):
+    res = cli.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and res.output.startswith("error: "), res.output
+    assert "╭" not in res.output

@@ -48,6 +48,7 @@ def test_rerun_with_other_thread_count_leaves_profile_byte_identical(tmp_path, m
     threads(2)
     second = calibrate("testbed", "shapes", samples=3, out=prof, device="cpu")
     assert second.k == first.k
+    assert not first.profile_unchanged and second.profile_unchanged
     assert clock.calls == 2  # a new date was made, and not used: the result is the same
     assert prof.read_bytes() == before
     assert prof.stat().st_mtime_ns == mtime  # not even rewritten

@@ -1,6 +1,6 @@
 """Small local copies of each benchmark in its hub schema (fields, types, config folders).
 
-Field lists follow /work/shared/docs/benchmarks.md; images are generated with PIL, the video
+Field lists follow the benchmarks' published hub schemas (as lmms-eval reads them); images are generated with PIL, the video
 with PyAV. The copies are written in the layouts users have: ``save_to_disk`` folders, and
 parquet files laid out as in the hub repository (with or without the README's config list).
 """

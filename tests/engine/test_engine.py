@@ -1,4 +1,4 @@
-"""Acceptance checks of issue 2, for every supported architecture and attention implementation.
+"""Acceptance checks of the engine, for every supported architecture and attention implementation.
 
 Every expected value comes from the unmodified model or from tests/engine/support.py's
 hand-run reference, never from the engine under test.

@@ -4,7 +4,7 @@ Per decoder layer with sequence length ``s`` and hidden size ``h`` the paper cou
 ``2*s*s*h + 12*s*h*h`` multiply-adds; doubling gives FLOPs. The FFN is counted with an
 up-scaling factor of 4 (not the model's real intermediate size), and the lm_head, the vision
 tower and the decoding steps are not counted. This is the only convention that reproduces all
-of Table 2 (see ../shared/docs/flops.md and tests/bench/test_flops.py), so it is the headline
+of Table 2 (see tests/bench/test_flops.py), so it is the headline
 column of ``vtw bench``; it is an estimate of prefill work, not a measurement.
 
 K is the number of decoder layers that still see the vision tokens (withdrawn before the

@@ -77,6 +77,7 @@ class CalibrationResult:
     calibration: dict[str, Any]  # what the profile records
     hidden_size: int = 0
     profile_path: str | None = None
+    profile_unchanged: bool = False  # the profile already recorded this result and was left as it was
     warnings: list[str] = field(default_factory=list)
     world_size: int = 1  # data-parallel ranks that shared the samples
     # every threshold asked for, in the order given, with the K it picks from this same sweep
@@ -480,7 +481,9 @@ def calibrate(
         thresholds=thresholds,
     )
     if write:
+        before = _read_bytes(profile_path)
         result.profile_path = str(save_result(result, profile_path, loaded))
+        result.profile_unchanged = before is not None and before == _read_bytes(profile_path)
     return result
 
 
@@ -500,6 +503,13 @@ def _stem(alias: str | None, model_id: str | None) -> str:
         return profile_stem(str(alias))
     ident = str(model_id or "model")
     return ident.rstrip("/").replace("\\", "/").split("/")[-1] or "model"
+
+
+def _read_bytes(path) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except (OSError, TypeError):
+        return None
 
 
 def _default_profile_path(model: Any) -> Path | None:

@@ -94,6 +94,33 @@ class _VTWGroup(TyperGroup):
         super().__init__(*args, **kwargs)
         _set_metavars(self)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Typer's own usage errors (unknown option, missing or malformed value) as one line too."""
+        if not standalone_mode:
+            return super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                **extra)  # fmt: skip
+        from typer import _click
+        from typer.exceptions import Abort
+
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                              **extra)  # fmt: skip
+        except _click.exceptions.NoArgsIsHelpError as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except _click.exceptions.ClickException as err:
+            if debug_enabled():
+                raise
+            ctx = getattr(err, "ctx", None)
+            where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            message = " ".join(err.format_message().split()).rstrip(".")
+            typer.echo(f"error: {message}{where}", err=True)
+            sys.exit(err.exit_code)
+        except Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

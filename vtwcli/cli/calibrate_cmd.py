@@ -164,7 +164,10 @@ def _run(
     if result.world_size > 1:
         console.print(f"{len(result.sample_ids)} samples shared by {result.world_size} ranks", highlight=False)
     if result.profile_path:
-        console.print(f"profile written: {result.profile_path}", highlight=False)
+        if result.profile_unchanged:
+            console.print(f"profile unchanged: {result.profile_path} (it already records this result)", highlight=False)
+        else:
+            console.print(f"profile written: {result.profile_path}", highlight=False)
     if plot is not None:
         console.print(f"plot written: {write_png(result, plot)}", highlight=False)
     if json_out is not None:

@@ -26,7 +26,7 @@ Examples (no downloads: the bundled testbed answers when no model is named):
 
   vtw run --model video-llava-7b --k 16 --video clip.mp4 --prompt "What happens?"
 
-  vtw run --image shapes.png          # interactive chat about the image (empty line ends)
+  vtw run --image docs/examples/shapes.png          # interactive chat about the image (empty line ends)
 
   torchrun --standalone --nproc_per_node 4 -m vtwcli run --k 16 --input q.jsonl --output a.jsonl
 

@@ -53,7 +53,7 @@ def _testbed_row() -> dict[str, Any]:
         "hidden_size": None,
         "vision_tokens_per_image": None,
         "cached": "no",
-        "note": f"bundled with vtw in {TESTBED_DIR}",
+        "note": "bundled with vtw (vtwcli/models/testbed in the installed package)",
     }
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))

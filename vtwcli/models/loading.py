@@ -246,7 +246,7 @@ def _check_attn(attn: str, device: str, dtype: str) -> None:
     if importlib.util.find_spec("flash_attn") is None:
         raise UsageError(
             "--attn flash_attention_2 needs the flash-attn package, which is not installed; "
-            "pip install 'vtwcli[gpu]' (CUDA only) or use --attn sdpa"
+            "pip install -e '.[gpu]' in a clone of vtw, or pip install 'vtwcli[gpu]' (CUDA only), or use --attn sdpa"
         )
     if not device.startswith("cuda"):
         raise UsageError("--attn flash_attention_2 runs only on a CUDA GPU; use --attn sdpa on the CPU")
