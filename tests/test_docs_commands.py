@@ -90,6 +90,10 @@ def collect() -> list[DocCommand]:
 def vtw_args(line: str) -> list[str]:
     """The arguments after `vtw` (or `-m vtwcli`), without environment settings and comments."""
     words = shlex.split(line, comments=True)
+    for i, w in enumerate(words):  # the vtw part of a shell line (`vtw ... && cat out.md`, `> file`)
+        if w in ("&&", "||", "|", ";", ">", ">>", "2>&1"):
+            words = words[:i]
+            break
     while words and re.match(r"^[A-Z_]+=", words[0]):
         words.pop(0)
     if words and words[0] == "vtw":
