@@ -55,6 +55,8 @@ class RunSettings:
     random_init: bool = False
     revision: str | None = None
     device_map: str | None = None  # "auto": spread one model's layers over the visible devices
+    # "chat" or "vicuna_v1" (vtwcli.models.prompting); None: the style the profile was calibrated with, else chat
+    prompt_style: str | None = None
 
 
 TEXT_ONLY_NOTICE = (
@@ -120,7 +122,14 @@ class Runner:
         if model_name is None and self.profile is not None:
             model_name = self.profile.model.alias or self.profile.model.id
         self.model_name = model_name or "testbed"
+        from vtwcli.models.prompting import check_style, check_style_name
+
+        style = s.prompt_style
+        if style is None and self.profile is not None:
+            style = (self.profile.entry(self.task_name)[1].calibration or {}).get("prompt_style")
+        check_style_name(style)
         self.loaded = loaded if loaded is not None else self._load()
+        self.prompt_style = check_style(style, getattr(self.loaded, "arch", None), self.model_name)
         self.k = self._pick_k()
         self.max_new_tokens = s.max_new_tokens or _model_max_new_tokens(self.loaded.model) or DEFAULT_MAX_NEW_TOKENS
         self._handle = None
@@ -209,7 +218,7 @@ class Runner:
         else:
             self._engine()
         t0 = time.perf_counter()
-        inputs = self.loaded.prepare([prompt], images=[images], videos=[vids])
+        inputs = self.loaded.prepare([prompt], images=[images], videos=[vids], style=self.prompt_style)
         text = self.loaded.generate(inputs, max_new_tokens=self.max_new_tokens)[0]
         _sync(self.loaded.device)
         return Answer(
@@ -244,7 +253,7 @@ class Runner:
         images = load_images(list(images or []))
         vids = self._videos(videos)
         self._engine()
-        inputs = self.loaded.prepare_chat([conversation], [images], [vids])
+        inputs = self.loaded.prepare_chat([conversation], [images], [vids], style=self.prompt_style)
         streamer = TextIteratorStreamer(self.loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 

@@ -82,3 +82,26 @@ def test_calibrate_records_the_style_in_the_profile(tmp_path):
     calibrate(loaded, "shapes", samples=2, out=out, prompt_style="vicuna_v1")
     saved = yaml.safe_load(out.read_text())
     assert saved["tasks"]["shapes"]["calibration"]["prompt_style"] == "vicuna_v1"
+
+
+def test_run_uses_the_style_asked_for_or_the_profiles(tmp_path, monkeypatch):
+    from vtwcli.models import load_model
+    from vtwcli.profiles import ModelRef, Profile, TaskEntry, save_profile
+    from vtwcli.runner import Runner, RunSettings
+
+    loaded = load_model("testbed", device="cpu")
+    texts = []
+    real = loaded._template
+    monkeypatch.setattr(loaded, "_template", lambda conv, style=None: texts.append(real(conv, style)) or texts[-1])
+    image = _grey()
+    with Runner(RunSettings(k=3, prompt_style="vicuna_v1"), loaded=loaded) as runner:
+        runner.answer("is there a circle", images=[image])
+    assert texts[-1].startswith(SYSTEM + " USER: <image>\n") and texts[-1].endswith(" ASSISTANT:")
+    # a profile calibrated with vicuna_v1 makes it the default
+    path = tmp_path / "p.yaml"
+    save_profile(Profile(model=ModelRef(alias="testbed", id="vtwcli/testbed", num_layers=6),
+                         tasks={"shapes": TaskEntry(k=4, calibration={"prompt_style": "vicuna_v1"})}), path)  # fmt: skip
+    with Runner(RunSettings(profile=str(path)), loaded=loaded) as runner:
+        assert runner.prompt_style == "vicuna_v1"
+    with Runner(RunSettings(k=3), loaded=loaded) as runner:
+        assert runner.prompt_style == "chat"

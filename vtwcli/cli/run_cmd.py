@@ -86,6 +86,11 @@ def register(app: typer.Typer) -> None:
             None, "--json", help="With --prompt: write the answer as a JSON object to this file ('-' for stdout)."
         ),
         device_map: str = device_map_option(),
+        prompt_style: str = typer.Option(
+            None, "--prompt-style",
+            help="chat or vicuna_v1 (LLaVA's original conversation; LLaVA-1.5/NeXT only). Default: the style "
+            "the profile was calibrated with, else chat.",
+        ),
         force: bool = force_option(),
     ) -> None:
         args = dict(locals())
@@ -112,6 +117,7 @@ def _run(
     random_init,
     as_json,
     device_map=None,
+    prompt_style=None,
 ) -> None:
     from vtwcli.errors import UsageError
     from vtwcli.runner import RunSettings
@@ -129,6 +135,7 @@ def _run(
         frames=frames,
         random_init=random_init,
         device_map=device_map,
+        prompt_style=prompt_style,
     )
     images = list(image or [])
     videos = [video] if video is not None else []
