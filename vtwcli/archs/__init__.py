@@ -71,8 +71,6 @@ class ArchRecord:
     block_kinds: tuple[str, ...] = ("full", "sliding")
     block_config: tuple[str, Any] | None = None
     refusal: str | None = None
-    # the first transformers release with this family's classes (conformance tests skip before)
-    since: str = "5.0"
     # prompt styles besides the processor's chat template that reproduce the original code's
     # conversation (LLaVA-1.5/NeXT: "vicuna_v1", what lmms-eval's original llava model used)
     prompt_styles: tuple[str, ...] = ()
@@ -197,23 +195,23 @@ _RECORDS: dict[str, ArchRecord] = {
         # ---- current families
         ArchRecord(
             "qwen3_vl", "Qwen3-VL", "Qwen3VLForConditionalGeneration", "image_token_id", "video_token_id",
-            mrope=True, deepstack_kwarg="deepstack_visual_embeds", since="5.0",
+            mrope=True, deepstack_kwarg="deepstack_visual_embeds",
             notes="DeepStack: vision features are added to the vision rows after the first layers; "
             "injections into layers >= K are dropped",
         ),
         ArchRecord(
             "qwen3_vl_moe", "Qwen3-VL-MoE", "Qwen3VLMoeForConditionalGeneration", "image_token_id",
-            "video_token_id", mrope=True, deepstack_kwarg="deepstack_visual_embeds", since="5.0",
+            "video_token_id", mrope=True, deepstack_kwarg="deepstack_visual_embeds",
             notes="DeepStack as Qwen3-VL; MoE decoder",
         ),
         ArchRecord(
             "qwen3_5", "Qwen3.5", "Qwen3_5ForConditionalGeneration", "image_token_id", "video_token_id",
-            mrope=True, since="5.24",
+            mrope=True,
             notes="hybrid decoder: gated-delta-net linear-attention layers run on the kept tokens only",
         ),
         ArchRecord(
             "qwen3_5_moe", "Qwen3.5-MoE", "Qwen3_5MoeForConditionalGeneration", "image_token_id",
-            "video_token_id", mrope=True, since="5.24",
+            "video_token_id", mrope=True,
             notes="hybrid decoder as Qwen3.5; MoE",
         ),
         ArchRecord(
@@ -273,7 +271,6 @@ _RECORDS: dict[str, ArchRecord] = {
         ArchRecord(
             "molmo2", "Molmo2", "Molmo2ForConditionalGeneration", "image_token_id", "video_token_id",
             block_input="mm_token_type_ids", block_values=(1,), block_rule="single", blocks_first_call_only=True,
-            since="5.24",
             notes="pooled image tokens (one bidirectional block at prefill); layers alternate two rotary tables, "
             "each gathered at the kept rows",
         ),
