@@ -39,14 +39,14 @@ def shapes():
     return get_task("shapes", limit=3, seed=0)
 
 
-def _reply(loaded, inputs, k=None, method="vtw", seed=0):
+def _reply(loaded, inputs, k=None, method="vtw", seed=0, positions="keep"):
     """A greedy reply made here, with the engine attached by hand when ``k`` is given."""
     gen = {"max_new_tokens": 2, "do_sample": False, "pad_token_id": loaded.tokenizer.pad_token_id}
     with torch.inference_mode():
         if k is None:
             out = loaded.model.generate(**inputs, **gen)
         else:
-            with withdraw(loaded.model, k, method=method, seed=seed):
+            with withdraw(loaded.model, k, method=method, seed=seed, positions=positions):
                 out = loaded.model.generate(**inputs, **gen)
     return loaded.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
@@ -145,6 +145,29 @@ def test_rand_discards_as_many_tokens_as_there_are_vision_tokens_at_k(testbed):
         assert all(kv[j] == kv[0] - rand["vision_tokens"] for j in range(3, 6))
 
 
+def test_positions_keep_and_rearrange_rows(testbed, shapes, monkeypatch):
+    import vtwcli.engine
+
+    seen = []
+    real = vtwcli.engine.withdraw
+
+    def spy(model, k, **kwargs):
+        seen.append(kwargs.get("positions", "keep"))
+        return real(model, k, **kwargs)
+
+    monkeypatch.setattr(vtwcli.engine, "withdraw", spy)
+    result = bench(testbed, "shapes", methods="baseline,vtw", k=3, positions="keep,rearrange", **FAST)
+    assert [r.method for r in result.rows] == ["baseline", "vtw", "vtw+rearrange"]
+    assert [r.positions for r in result.rows] == [None, "keep", "rearrange"]
+    assert seen.count("rearrange") == seen.count("keep") == 3  # every sample once (no warm-up here)
+    monkeypatch.setattr(vtwcli.engine, "withdraw", real)
+    for i, sample in enumerate(result.samples):
+        inputs = testbed.prepare(shapes.prompt(shapes[i]), images=shapes.images(shapes[i]))
+        assert sample["methods"]["vtw+rearrange"]["reply"] == _reply(testbed, inputs, k=3, positions="rearrange")
+        assert sample["methods"]["vtw"]["reply"] == _reply(testbed, inputs, k=3)
+    assert result.settings["positions"] == ["keep", "rearrange"]
+
+
 def test_cli_k_list_plot_and_profile_curve(tmp_path):
     png, js = tmp_path / "acc.png", tmp_path / "r.json"
     res = runner.invoke(app, ["bench", "--methods", "baseline,vtw", "--k", "1,2", "--limit", "2", "--max-new-tokens",
@@ -168,6 +191,8 @@ def test_cli_k_list_plot_and_profile_curve(tmp_path):
         (["--methods", "random-k", "--k-range", "4-9"], "--k-range=9 is outside 1..6"),
         (["--methods", "random-k", "--k-range", "5"], "lo-hi"),
         (["--methods", "baseline,fastv", "--plot", "a.png"], "include vtw in --methods"),
+        (["--positions", "shuffle"], "--positions takes keep, rearrange"),
+        (["--positions", "keep,keep"], "lists a policy twice"),
     ],
 )
 def test_cli_bad_k_lists_and_ablations_are_one_line(args, message):

@@ -10,9 +10,10 @@ from vtwcli.bench.result import BenchResult
 from vtwcli.errors import UsageError
 
 
-def k_series(result: BenchResult, kind: str = "vtw") -> list[tuple[int, Any]]:
-    """(K, row) of every row of ``kind`` with a single K, sorted by K."""
-    rows = [(r.k, r) for r in result.rows if (r.kind or r.method) == kind and r.k is not None and not r.k_range]
+def k_series(result: BenchResult, kind: str = "vtw", positions: str = "keep") -> list[tuple[int, Any]]:
+    """(K, row) of every row of ``kind`` with a single K and the ``positions`` policy, sorted by K."""
+    rows = [(r.k, r) for r in result.rows if (r.kind or r.method) == kind and r.k is not None and not r.k_range
+            and (r.positions or "keep") == positions]  # fmt: skip
     return sorted(rows, key=lambda kr: kr[0])
 
 
@@ -60,8 +61,11 @@ def write_k_plot(result: BenchResult, path: str | Path) -> Path:
         if kind in styles and value(row) is not None:
             colour, style = styles[kind]
             ax.axhline(value(row), color=colour, linestyle=style, linewidth=1.2, label=f"{row.method} {value(row):.3f}")
-    for kind, marker, colour in (("white", "s", "#8c564b"), ("rand", "^", "#ff7f0e")):
-        other = k_series(result, kind)
+    for kind, marker, colour, policy in (("white", "s", "#8c564b", "keep"), ("rand", "^", "#ff7f0e", "keep"),
+                                         ("vtw", "v", "#17becf", "rearrange")):  # fmt: skip
+        other = k_series(result, kind, policy)
+        if kind == "vtw":
+            kind = "VTW rearranged"
         if other:
             ax.plot([k for k, _ in other], [value(r) for _, r in other], marker=marker, linestyle="--",
                     color=colour, label=f"{kind} {metric}")  # fmt: skip

@@ -40,7 +40,7 @@ ROW_FIELDS = (
     "accuracy", "metric", "metrics", "agreement", "samples", "error", "per_rank", "kind", "k_range",
     "samples_per_s", "tokens_per_s", "tokens_per_s_ratio", "tokens_per_s_ratio_ci95",
     "max_batch", "max_batch_capped", "max_batch_ratio", "max_batch_predicted", "max_batch_predicted_ratio",
-    "peak_bytes_at_max_batch", "search",
+    "peak_bytes_at_max_batch", "search", "positions",
 )  # fmt: skip
 
 
@@ -104,6 +104,7 @@ class MethodRow:
     max_batch_predicted_ratio: float | None = None
     peak_bytes_at_max_batch: int | None = None
     search: dict[str, Any] | None = None  # every size tried {batch, fits, peak_bytes, reason, ...}, the prediction
+    positions: str | None = None  # the engine's position policy after withdrawal (keep or rearrange)
 
 
 @dataclass

@@ -79,6 +79,7 @@ class MethodSpec:
     seed: int = 0
     label: str | None = None
     k_range: tuple[int, int] | None = None  # random-k: K drawn per sample from lo..hi (inclusive)
+    positions: str = "keep"  # the engine's position policy for layers >= K (keep or rearrange)
 
     @property
     def key(self) -> str:
@@ -100,7 +101,7 @@ class MethodSpec:
             return self
         lo, hi = self.k_range
         k = random.Random(self.seed * 1_000_003 + index).randint(lo, hi)
-        return MethodSpec(self.name, k=k, ratio=self.ratio, seed=self.seed, label=self.label)
+        return MethodSpec(self.name, k=k, ratio=self.ratio, seed=self.seed, label=self.label, positions=self.positions)
 
     def engine(self, model):
         """A context manager attaching this row's engine; yields its handle (None without one)."""
@@ -112,6 +113,8 @@ class MethodSpec:
         kwargs: dict[str, Any] = {"method": method, "seed": self.seed}
         if method == "fastv":
             kwargs["ratio"] = self.ratio
+        if self.positions != "keep":
+            kwargs["positions"] = self.positions
         return withdraw(model, self.k, **kwargs)
 
 
@@ -159,6 +162,7 @@ class BenchPlan:
     k: int | None = None
     ks: tuple[int, ...] | None = None  # a --k list: one row per K for vtw, rand and white
     k_range: tuple[int, int] | None = None  # random-k's range (default: scaled from [8, 24] of 32 layers)
+    positions: tuple[str, ...] = ("keep",)  # position policies of the withdrawing rows (one row each)
     profile: Any = None  # path as given (or the default profiles/<model>.yaml)
     prof: Any = None  # the loaded vtwcli.profiles.Profile
     task: str | None = None
@@ -276,6 +280,25 @@ def parse_k_range(value: Any) -> tuple[int, int] | None:
     return (lo, hi)
 
 
+def parse_positions(value: Any) -> tuple[str, ...]:
+    """``--positions``: keep, rearrange or both ("keep,rearrange": one row per policy)."""
+    from vtwcli.engine.positions import POLICIES
+
+    if value is None:
+        return ("keep",)
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    items = [v for v in items if v]
+    bad = [v for v in items if v not in POLICIES]
+    if not items or bad:
+        raise UsageError(
+            f"--positions takes keep, rearrange or keep,rearrange (the position embeddings of the tokens layers "
+            f">= K keep), got {value!r}"
+        )
+    if len(set(items)) != len(items):
+        raise UsageError(f"--positions lists a policy twice: {value!r}")
+    return tuple(items)
+
+
 def default_k_range(n_layers: int) -> tuple[int, int]:
     """The paper's VTW† range [8, 24] of 32 layers, scaled to ``n_layers`` (1..N)."""
     lo = max(1, int(n_layers * 8 / 32 + 0.5))
@@ -346,6 +369,7 @@ def plan(
     ks = parse_k_list(k)
     k = ks[0] if ks else None
     k_range = parse_k_range(rest.pop("k_range", None))
+    position_policies = parse_positions(rest.pop("positions", None))
     if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
         raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
@@ -384,7 +408,8 @@ def plan(
 
         prof = load_profile(profile)
     return BenchPlan(
-        model=model, methods=chosen, k=k, ks=ks, k_range=k_range, profile=profile, prof=prof, fastv_k=fastv_k,
+        model=model, methods=chosen, k=k, ks=ks, k_range=k_range, positions=position_policies, profile=profile,
+        prof=prof, fastv_k=fastv_k,
         fastv_ratio=float(fastv_ratio), limit=limit, random_init=random_init, max_new_tokens=max_new_tokens,
         min_new_tokens=min_new_tokens, warmup=warmup, prompt_words=prompt_words, data=data, data_path=data_path,
         batch_size=batch_size, memory_budget=budget, repeats=repeats, **rest,
@@ -524,12 +549,17 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
             specs.append(MethodSpec(m))
         elif m == "fastv":
             specs.append(MethodSpec("fastv", k=p.fastv_k, ratio=p.fastv_ratio, seed=p.seed))
-        elif m == "random-k":
-            specs.append(MethodSpec(m, seed=p.seed, k_range=k_range))
-        elif len(ks) > 1:
-            specs.extend(MethodSpec(m, k=each, seed=p.seed, label=f"{m}@{each}") for each in ks)
         else:
-            specs.append(MethodSpec(m, k=k, seed=p.seed))
+            for policy in p.positions:
+                # rows that renumber positions say so in their name; keep is the engine's default
+                tag = "" if policy == "keep" else f"+{policy}"
+                if m == "random-k":
+                    specs.append(MethodSpec(m, seed=p.seed, k_range=k_range, positions=policy, label=f"{m}{tag}"))
+                elif len(ks) > 1:
+                    specs.extend(MethodSpec(m, k=each, seed=p.seed, label=f"{m}@{each}{tag}", positions=policy)
+                                 for each in ks)  # fmt: skip
+                else:
+                    specs.append(MethodSpec(m, k=k, seed=p.seed, label=f"{m}{tag}", positions=policy))
     if "fastv" in p.methods:
         notices.append(
             f"FastV ran with K={p.fastv_k}, R={p.fastv_ratio:g}; the paper's Table 2 FastV TFLOPs match "
@@ -813,6 +843,7 @@ def summarize(
         "k": setup.k,
         "k_list": list(p.ks) if p.ks and len(p.ks) > 1 else None,
         "k_range": next((list(sp.k_range) for sp in specs if sp.k_range is not None), None),
+        "positions": list(p.positions),
         "fastv_k": p.fastv_k if "fastv" in p.methods else None,
         "fastv_ratio": p.fastv_ratio if "fastv" in p.methods else None,
         "profile": str(p.profile) if p.profile else None,
@@ -906,6 +937,7 @@ def bench(
     subset: str = "random",
     prompt_style: str = "chat",
     shrink: bool = False,
+    positions: str | Sequence[str] | None = None,
 ) -> BenchResult | None:
     """Benchmark baseline, FastV and VTW (and optionally ``rand`` and the paper's ablations
     ``noimage``, ``white``, ``random-k``) on the same samples.
@@ -913,6 +945,8 @@ def bench(
     ``k`` may be a list or a range (``[2, 4, 8]``, ``"2,4,8,16"``, ``"1-6"``): vtw, rand and
     white then get one row per K (labelled ``vtw@2``...), all on the same samples in one
     process. ``k_range`` is random-k's range (default: the paper's 8..24 of 32 layers, scaled).
+    ``positions`` (``"keep"``, ``"rearrange"`` or ``"keep,rearrange"``: one row per policy) is the
+    position policy of the withdrawing rows (the paper's Table 6).
 
     ``model`` is an alias, hub id or directory, or an already loaded
     :class:`vtwcli.models.LoadedModel`. ``data`` is a task name (default ``shapes``; with
@@ -947,6 +981,7 @@ def bench(
         judge_url=judge_url, judge_model=judge_model, subset=subset, prompt_style=prompt_style,
         k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
         shrink=shrink,
+        positions=positions,
     )  # fmt: skip
 
     from vtwcli.distributed import context, run_sharded
@@ -1307,7 +1342,8 @@ def _summarize(loaded, specs, samples, outcomes, errors, task) -> tuple[list[Met
         outs = outcomes[spec.key]
         ok = [o for o in outs if o is not None]
         row = MethodRow(method=spec.key, k=spec.k, ratio=spec.ratio, samples=len(ok), error=errors.get(spec.key),
-                        kind=spec.name, k_range=list(spec.k_range) if spec.k_range else None)  # fmt: skip
+                        kind=spec.name, k_range=list(spec.k_range) if spec.k_range else None,
+                        positions=spec.positions if spec.prunes else None)  # fmt: skip
         if avg_s:
             row.tflops, row.tflops_exact = _row_tflops(spec, ok, avg_s, avg_vis, hidden, n_layers, exact, loaded)
             row.tflops_ratio = _ratio(row.tflops, base_tflops)

@@ -75,6 +75,11 @@ def register(app: typer.Typer) -> None:
         k_range: str = typer.Option(
             None, "--k-range", help="random-k: draw K per sample from lo-hi (default 8-24 for 32 layers, scaled)."
         ),
+        positions: str = typer.Option(
+            None, "--positions",
+            help="Position embeddings of the tokens layers >= K keep: keep (default), rearrange (renumbered "
+                 "contiguously), or keep,rearrange for one row of each (the paper's Table 6).",
+        ),
         plot: str = typer.Option(
             None, "--plot", help="Draw accuracy and FLOPs against K (and the profile's KL curve) to this PNG."
         ),
@@ -137,11 +142,11 @@ def _run(
     max_new_tokens, min_new_tokens, warmup, seed, json_out, csv_out, md_out, log_samples, dtype, device, attn, device_map,
     judge_url=None, judge_model=None,
     k_range=None, plot=None, batch_size=1, memory_budget=None, repeats=3,
-    shrink=False,
+    shrink=False, positions=None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vtwcli.bench.runner import parse_k_list, parse_k_range, parse_methods
+    from vtwcli.bench.runner import parse_k_list, parse_k_range, parse_methods, parse_positions
     from vtwcli.cli import console as make_console
     from vtwcli.distributed import context
     from vtwcli.errors import UsageError
@@ -173,6 +178,7 @@ def _run(
     from vtwcli.models.prompting import check_style_name
 
     check_style_name(prompt_style)
+    parse_positions(positions)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     if log_samples and not json_out:
@@ -222,7 +228,7 @@ def _run(
                 warmup=warmup, dtype=dtype, device=device, attn=attn, log_samples=log_samples,
                 data_path=data_path, split=split, seed=seed, progress=progress, device_map=device_map,
                 judge_url=judge_url, judge_model=judge_model,
-                k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats,
+                k_range=k_range, batch_size=batch_size, memory_budget=memory_budget, repeats=repeats, positions=positions,
             )
     finally:
         if hf_bars:

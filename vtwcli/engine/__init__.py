@@ -27,10 +27,11 @@ from vtwcli.engine.core import (
 
 
 @contextmanager
-def withdraw(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0):
+def withdraw(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0, positions: str = "keep"):
     """Attach the engine for the duration of a ``with`` block; hooks are removed on exit,
-    also when the block raises."""
-    handle = apply(model, k, method=method, ratio=ratio, seed=seed)
+    also when the block raises. ``positions="rearrange"`` renumbers the tokens layers >= K
+    hold (the paper's Table 6 ablation); ``keep`` (default) keeps their original positions."""
+    handle = apply(model, k, method=method, ratio=ratio, seed=seed, positions=positions)
     try:
         yield handle
     finally:

@@ -22,6 +22,7 @@ import torch
 
 from vtwcli.archs import ArchRecord, get_arch
 from vtwcli.engine import positions, select
+from vtwcli.engine import positions as _positions
 from vtwcli.engine.masks import CHUNKED, FULL, RECURRENT, SLIDING, layer_kind, recurrent_mask, withdrawn_mask
 from vtwcli.errors import (
     AlreadyPatchedError,
@@ -95,6 +96,7 @@ class EngineHandle:
     method: str = "vtw"
     ratio: float = 0.5
     seed: int = 0
+    positions: str = "keep"  # "rearrange": layers >= K renumber the tokens they hold (positions.py)
     last_prefill: PrefillStats | None = None
     prefills: int = 0
     _hooks: list = field(default_factory=list, repr=False)
@@ -102,6 +104,7 @@ class EngineHandle:
     _types: list = field(default_factory=list, repr=False)  # per decoder layer: the config's layer type
     _shared_from: dict = field(default_factory=dict, repr=False)  # KV-shared layer >= K -> producer < K
     _sized_by: dict = field(default_factory=dict, repr=False)  # KV-shared layer >= K -> producer >= K
+    _rotary: object = field(default=None, repr=False)  # positions="rearrange": the decoder's rotary module
     _call: _Call | None = field(default=None, repr=False)
     _call_vision: torch.Tensor | None = field(default=None, repr=False)
     _call_blocks: torch.Tensor | None = field(default=None, repr=False)
@@ -296,7 +299,11 @@ class EngineHandle:
             if "position_ids" in new:
                 new["position_ids"] = None
             rest = args[1:]
-            if call.index is not None:
+            if self.positions == "rearrange" and "position_embeddings" in new:
+                new["position_embeddings"] = positions.rearranged_position_embeddings(
+                    self._rotary, hidden, call.masks["timeline"].valid, call.memo
+                )
+            elif call.index is not None:
                 length = call.valid.shape[1]
                 for name in self.arch.per_token_kwargs:
                     if name in new:
@@ -581,10 +588,14 @@ def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[st
     return kinds
 
 
-def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0) -> EngineHandle:
+def apply(
+    model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0, positions: str = "keep"
+) -> EngineHandle:
     """Attach the engine to ``model`` and return its handle (call ``handle.remove()`` to detach).
 
     K is the number of decoder layers that see the vision tokens (1..N; N withdraws nothing).
+    ``positions``: ``keep`` (the paper's choice: kept tokens keep their original positions) or
+    ``rearrange`` (layers >= K renumber the tokens they hold contiguously; the paper's Table 6).
     Every check runs before the model is touched.
     """
     arch = get_arch(model)
@@ -603,6 +614,16 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
         raise UsageError(f"vtw: unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     if method == "fastv" and not 0.0 <= float(ratio) <= 1.0:
         raise UsageError(f"vtw: fastv ratio must be between 0 and 1 (share of vision tokens pruned), got {ratio}.")
+    if positions not in _positions.POLICIES:
+        raise UsageError(f"vtw: positions must be one of {', '.join(_positions.POLICIES)}, got {positions!r}.")
+    rotary = None
+    if positions == "rearrange":
+        rotary = _positions.rotary_module(arch.text_model(model))
+        if rotary is None or tuple(arch.per_token_kwargs) != ("position_embeddings",) or arch.per_token_args:
+            raise UnsupportedModelError(
+                f"vtw: positions='rearrange' recomputes the rotary table from one rotary module; this {arch.family} "
+                "decoder has none or several (per-layer variants). Use positions='keep'."
+            )
     existing = getattr(model, _ATTR, None)
     if existing is not None and existing.active:
         raise AlreadyPatchedError(
@@ -613,10 +634,13 @@ def apply(model, k: int, method: str = "vtw", ratio: float = 0.5, seed: int = 0)
     layers = arch.decoder_layers(model)
     base, text = arch.base_model(model), arch.text_model(model)
 
-    handle = EngineHandle(model=model, arch=arch, k=k, num_layers=n, method=method, ratio=float(ratio), seed=seed)
+    handle = EngineHandle(
+        model=model, arch=arch, k=k, num_layers=n, method=method, ratio=float(ratio), seed=seed, positions=positions
+    )
     handle._kinds = kinds
     handle._types = arch.layer_types(model.config)
     handle._shared_from, handle._sized_by = _kv_sharing(arch, model, k, n)
+    handle._rotary = rotary
     hooks = handle._hooks
     try:
         hooks.append(base.register_forward_pre_hook(handle._on_base, with_kwargs=True))

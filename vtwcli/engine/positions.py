@@ -1,13 +1,18 @@
 """What layers >= K get as positional input for the tokens they keep: the one place that
 decides it.
 
-The engine's policy is the paper's "Keep": every kept token keeps its original position, so
+The default policy is the paper's "Keep": every kept token keeps its original position, so
 each withdrawn layer's own per-token inputs (its rotary table, which may differ between layers
 - Gemma's local/global rotary, Molmo2's per-layer variants -, and per-layer inputs such as
-Gemma 4's) are gathered at the kept rows. A "rearrange" policy (renumber the kept tokens
-0..T-1) would change :func:`kept_position_inputs` only; the mask code reads original positions
-from :func:`timeline_positions`, which must stay as it is (masks always count the original
-timeline: sliding windows, padding).
+Gemma 4's) are gathered at the kept rows (:func:`kept_position_inputs`).
+
+"Rearrange" (the paper's Table 6 ablation) renumbers the tokens layers >= K hold: the kept
+tokens of a row get positions 0..T-1 in order (padding not counted) and each generated token
+the next one, on every rotary axis alike (M-RoPE's three axes get the same number, as text
+tokens have). Their rotary table is recomputed from those numbers by the decoder's own
+rotary module (:func:`rearranged_position_embeddings`); layers < K are untouched. The mask
+code reads original positions from :func:`timeline_positions` under both policies (masks
+always count the original timeline: sliding windows, padding).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 
 from vtwcli.engine.select import gather_rows
 
-POLICY = "keep"
+POLICIES = ("keep", "rearrange")
 
 
 def timeline_positions(index: torch.Tensor | None, past: int, batch: int, length: int, device) -> torch.Tensor:
@@ -42,3 +47,29 @@ def kept_position_inputs(value, index: torch.Tensor, length: int, memo: dict):
     out = gather_rows(value, index.to(value.device))
     memo[key] = (value, out)
     return out
+
+
+def rearranged_positions(valid: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, length] positions of this call's rows under "rearrange": each slot's rank among the
+    real slots of the withdrawn timeline ``valid`` ([B, S], this call's rows last), from 0.
+    Padding slots get their left neighbour's number (they are masked anyway)."""
+    return (valid.long().cumsum(1) - 1).clamp_min(0)[:, -length:]
+
+
+def rotary_module(text_model):
+    """The decoder's one rotary module, or None when it has none or several (per-layer variants)."""
+    found = [m for m in text_model.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+    rotary = getattr(text_model, "rotary_emb", None)
+    return rotary if rotary is not None and found == [rotary] else None
+
+
+def rearranged_position_embeddings(rotary, hidden: torch.Tensor, valid: torch.Tensor, memo: dict):
+    """The ``(cos, sin)`` table layers >= K get under "rearrange" for ``hidden``'s rows (computed
+    once per call and shared by the layers)."""
+    hit = memo.get("rearranged")
+    if hit is not None and hit[0] == tuple(hidden.shape[:2]):
+        return hit[1]
+    pos = rearranged_positions(valid.to(hidden.device), hidden.shape[1])
+    table = rotary(hidden, pos)
+    memo["rearranged"] = (tuple(hidden.shape[:2]), table)
+    return table
