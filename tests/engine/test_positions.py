@@ -49,7 +49,10 @@ def reference_rearranged_last_logits(model, batch, k, drop):
         if i == k:
             rows = (~drop).nonzero(as_tuple=True)[0]
             hidden = hidden[:, rows]
+            like = cos
             cos, sin = _hand_rotary(text, rows.numel(), hidden)
+            if like.dim() == 4:  # older M-RoPE layout: one table per axis [3, B, T, D], all equal here
+                cos, sin = (t[None].expand(like.shape[0], *t.shape) for t in (cos, sin))
             mask = causal(hidden.shape[1])
         out = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=None, use_cache=False)
         hidden = out[0] if isinstance(out, tuple) else out

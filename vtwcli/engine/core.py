@@ -301,7 +301,7 @@ class EngineHandle:
             rest = args[1:]
             if self.positions == "rearrange" and "position_embeddings" in new:
                 new["position_embeddings"] = positions.rearranged_position_embeddings(
-                    self._rotary, hidden, call.masks["timeline"].valid, call.memo
+                    self._rotary, hidden, call.masks["timeline"].valid, call.memo, mrope=self.arch.mrope
                 )
             elif call.index is not None:
                 length = call.valid.shape[1]

@@ -63,13 +63,16 @@ def rotary_module(text_model):
     return rotary if rotary is not None and found == [rotary] else None
 
 
-def rearranged_position_embeddings(rotary, hidden: torch.Tensor, valid: torch.Tensor, memo: dict):
+def rearranged_position_embeddings(rotary, hidden: torch.Tensor, valid: torch.Tensor, memo: dict, mrope: bool = False):
     """The ``(cos, sin)`` table layers >= K get under "rearrange" for ``hidden``'s rows (computed
-    once per call and shared by the layers)."""
+    once per call and shared by the layers). ``mrope``: the rotary module takes one position per
+    axis ([3, B, T]; older transformers accept nothing else), every axis given the same number."""
     hit = memo.get("rearranged")
     if hit is not None and hit[0] == tuple(hidden.shape[:2]):
         return hit[1]
     pos = rearranged_positions(valid.to(hidden.device), hidden.shape[1])
+    if mrope:
+        pos = pos[None].expand(3, -1, -1)
     table = rotary(hidden, pos)
     memo["rearranged"] = (tuple(hidden.shape[:2]), table)
     return table
