@@ -115,3 +115,22 @@ def test_the_estimate_is_weights_kv_and_overhead(monkeypatch):
     with pytest.raises(NotEnoughMemoryError):
         check_fits(config, name="m", dtype="bf16", device="cpu", context_tokens=1000)
     assert check_fits(config, name="m", dtype="bf16", device="cpu", context_tokens=1000, force=True) is None
+
+
+@pytest.mark.parametrize("command", [["run", "--prompt", "x", "--k", "1"], ["calibrate", "--no-save"], ["bench"], ["inspect"]])
+def test_every_model_command_takes_force(command, little_free_memory, tmp_path):
+    # a saved model's config.json (no weights): refused by the estimate, and with --force past it,
+    # to reading the weights (which are not there)
+    import json
+
+    from vtwcli.models import shipped_config_dict
+
+    saved = tmp_path / "llava7b"
+    saved.mkdir()
+    (saved / "config.json").write_text(json.dumps(shipped_config_dict("llava-1.5-7b")))
+    cmd = [command[0], "--model", str(saved), *command[1:]]
+    refused = cli.invoke(app, cmd)
+    assert refused.exit_code == 2 and "needs about" in refused.output, refused.output
+    forced = cli.invoke(app, [*cmd, "--force"])
+    assert "needs about" not in forced.output and "No such option" not in forced.output, forced.output
+    assert forced.exit_code != 0  # no weights to read

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from vtwcli.cli.options import attn_option, device_map_option, device_option, dtype_option
+from vtwcli.cli.options import (
+    attn_option,
+    device_map_option,
+    device_option,
+    dtype_option,
+    force_option,
+    memory_check,
+)
 
 _HELP = """Show where a model's output tokens put their attention: the share given to system, vision, instruction and already generated tokens, per layer (averaged over heads and output tokens) and per output token (averaged over layers).
 
@@ -50,8 +57,11 @@ def register(app: typer.Typer) -> None:
         device: str = device_option(),
         attn: str = attn_option(),
         device_map: str = device_map_option(),
+        force: bool = force_option(),
     ) -> None:
-        _run(**locals())
+        args = dict(locals())
+        with memory_check(args.pop("force")):
+            _run(**args)
 
 
 def _run(
