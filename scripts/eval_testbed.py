@@ -114,6 +114,7 @@ def main(argv=None):
 
     from vtwcli.calibrate.kl import withdrawal_kl
     from vtwcli.data.shapes import QUESTION_TYPES, load_shapes
+    from vtwcli.fileio import recorded_path
 
     torch.set_num_threads(args.threads)
     console = Console()
@@ -172,7 +173,7 @@ def main(argv=None):
     console.print(f"done in {time.time() - t0:.0f}s")
 
     result = {
-        "model_dir": str(args.model_dir), "seed": args.seed, "source": task.source.to_dict(), "n": len(task), "num_layers": n_layers,
+        "model_dir": recorded_path(args.model_dir, ROOT), "seed": args.seed, "source": task.source.to_dict(), "n": len(task), "num_layers": n_layers,
         "vision_share": share, "heldout": full, "blank": blank_score, "withdraw": sweep,
         "engine": have_engine,
     }

@@ -20,7 +20,7 @@ fit is skipped and the summary says so):
 LLaVA-shaped models, in seconds: it checks the script, not the GPU.
 
     python scripts/gpu_all.py --out gpu_out            # on a GPU machine
-    python scripts/gpu_all.py --out /tmp/x --dry-run   # anywhere
+    python scripts/gpu_all.py --out gpu_dry --dry-run  # anywhere
 """
 
 from __future__ import annotations

@@ -34,9 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from vtwcli.data import shapes  # noqa: E402
+from vtwcli.fileio import recorded_path  # noqa: E402
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
 ROLE_WORDS = ["USER:", "ASSISTANT:"]
@@ -487,6 +489,8 @@ def main(argv=None):
         model.save_pretrained(out)
         processor.save_pretrained(out)
         args_d = {k: v for k, v in vars(args).items() if k != "out"}
+        if args_d.get("init_from"):  # the folder relative to the repository, or its name: no machine paths
+            args_d["init_from"] = recorded_path(args_d["init_from"], ROOT)
         (out / "training.json").write_text(json.dumps({
             "script": "scripts/train_testbed.py", "args": args_d, "generator": shapes.GENERATOR_VERSION,
             "torch": torch.__version__, "stage2_steps_done": steps_done, "stage_seconds": t_stage,

@@ -182,7 +182,7 @@ def test_chat_template_with_an_image_offline(testbed):
     assert n_vision == (shapes.IMAGE_SIZE // 8) ** 2 == 81
     assert inputs["pixel_values"].shape == (1, 3, shapes.IMAGE_SIZE, shapes.IMAGE_SIZE)
     assert ids[0] == processor.tokenizer.bos_token_id
-    assert n_vision / len(ids) >= 0.75  # the longest prompt type still meets the 75%
+    assert n_vision / len(ids) >= 0.75  # the longest prompt type still meets the 75% target
     assert processor.tokenizer.unk_token_id not in ids.tolist()
 
 

@@ -128,3 +128,15 @@ def check_writable(
 def write_atomic_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """:func:`write_atomic` for binary content (pictures)."""
     return write_atomic(path, bytes(data))
+
+
+def recorded_path(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """How a result file records ``path``: relative to ``root`` (the repository) when it lies
+    inside it, else only its last part, so that a committed result never carries the paths of
+    the machine that wrote it."""
+    p = Path(path).expanduser().absolute()
+    base = Path(root).expanduser().absolute()
+    try:
+        return p.relative_to(base).as_posix() or "."
+    except ValueError:
+        return p.name

@@ -101,7 +101,7 @@ def test_pope_yes_with_period_is_neither():
     s = task_of(POPETask, recs).score(recs, replies)
     # preds: other, yes, yes, no, no, other -> right: 2nd and 4th
     assert s["accuracy"] == pytest.approx(2 / 6)
-    # TP=1 (#2), FP=1 (#3), FN=1 (#5); "Yes." (#1) is not a false negative: it is neither
+    # TP=1 (reply 2), FP=1 (reply 3), FN=1 (reply 5); "Yes." (reply 1) is not a false negative: it is neither
     assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
     assert s["gt_yes_ratio"] == 0.5
     assert s["pred_yes_ratio"] == pytest.approx(2 / 6)
