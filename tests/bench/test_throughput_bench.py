@@ -130,3 +130,33 @@ def test_bad_throughput_options_are_one_line_exit_2(args, message):
     assert res.exit_code == 2, res.output
     lines = [x for x in res.output.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output
+
+
+@pytest.fixture
+def loading_is_a_failure(monkeypatch):
+    import vtwcli.models
+    import vtwcli.models.loading as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the budget was checked")
+
+    monkeypatch.setattr(vtwcli.models, "load_model", refuse)
+    monkeypatch.setattr(loading, "from_config", refuse)
+
+
+def test_budget_below_the_weights_is_refused_before_loading(loading_is_a_failure):
+    # the testbed (its directory's config.json) and a 7B random-init alias (its shipped config)
+    res = _cli(["bench", "--limit", "1", "--max-new-tokens", "1", "--memory-budget", "1MiB"])
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --memory-budget 1.00 MiB is below the") and "testbed" in lines[0]
+    res = _cli(["bench", "--model", "llava-1.5-7b", "--random-init", "--device", "cpu", "--dtype", "bf16",
+                "--memory-budget", "12GiB"])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    lines = [x for x in res.output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "is below the" in lines[0] and "llava-1.5-7b" in lines[0], res.output
+    # LLaVA-1.5-7B has 7,063,427,072 parameters (its model card): 2 bytes each in bf16
+    shown = float(lines[0].split("is below the ")[1].split(" GiB")[0]) * 2**30
+    assert abs(shown - 7_063_427_072 * 2) / (7_063_427_072 * 2) < 0.01
+    with pytest.raises(Exception, match="is below the"):
+        bench("llava-1.5-7b", random_init=True, device="cpu", dtype="bf16", memory_budget="12GiB")

@@ -134,3 +134,13 @@ def test_every_model_command_takes_force(command, little_free_memory, tmp_path):
     forced = cli.invoke(app, [*cmd, "--force"])
     assert "needs about" not in forced.output and "No such option" not in forced.output, forced.output
     assert forced.exit_code != 0  # no weights to read
+
+
+def test_weights_before_loading_equal_the_loaded_model(tmp_path):
+    from vtwcli.models import load_model
+    from vtwcli.models.loading import weights_bytes_before_loading
+
+    for dtype in ("auto", "bf16"):
+        tb = load_model("testbed", device="cpu", dtype=dtype)
+        assert weights_bytes_before_loading("testbed", device="cpu", dtype=dtype) == _real_bytes(tb.model)
+    assert weights_bytes_before_loading(str(tmp_path), device="cpu") is None  # no config.json: the load says why

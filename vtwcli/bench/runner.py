@@ -995,8 +995,9 @@ def bench(
     if p.memory_budget is not None:
         if ctx.enabled:
             raise UsageError("--memory-budget searches one device's largest batch; run it without torchrun/accelerate")
-        from vtwcli.bench.throughput import budget_run
+        from vtwcli.bench.throughput import budget_run, check_budget_before_loading
 
+        check_budget_before_loading(p)
         return budget_run(p, load(p), progress=progress)
     state: dict[str, Any] = {}
 

@@ -384,6 +384,24 @@ def timed(fn: Callable[[], int], batch: int, sync: Callable[[], None] | None = N
 # ---------------------------------------------------------------- the --memory-budget mode
 
 
+def check_budget_before_loading(p: Any) -> None:
+    """Refuse a ``--memory-budget`` below the model's weights before the model loads, where the
+    weights can be counted from its config (a registered alias, a directory, the local cache);
+    :func:`budget_run` checks the loaded model's own bytes again."""
+    if hasattr(p.model, "model") and hasattr(p.model, "prepare"):
+        return  # already loaded: budget_run counts its bytes
+    from vtwcli.bench.budget import check_budget
+    from vtwcli.models.loading import weights_bytes_before_loading
+    from vtwcli.models.registry import resolve
+
+    weights = weights_bytes_before_loading(
+        p.model, dtype=p.dtype, device=p.device, random_init=p.random_init, shrink=bool(p.shrink),
+    )  # fmt: skip
+    if weights is not None:
+        resolved = resolve(p.model)
+        check_budget(int(p.memory_budget), weights, model_name=resolved.alias or resolved.model_id)
+
+
 def budget_run(p: Any, setup: Any, *, progress: Callable[[int, int, str], None] | None = None) -> Any:
     """``vtw bench --memory-budget``: for each row, the largest batch of the task's first
     prompts that fits the budget (searched; predicted beside), then ``p.repeats`` interleaved

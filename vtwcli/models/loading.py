@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vtwcli.errors import InputFileError, ModelNotFoundError, UsageError
+from vtwcli.errors import InputFileError, ModelNotFoundError, UsageError, VTWError
 from vtwcli.models.cache import download_hint, offline, weights_cached
 from vtwcli.models.registry import Resolved, resolve
 
@@ -334,6 +334,42 @@ def load_model(
     if placement is not None:
         dev = input_device(model)
     return _wrap(model, processor, resolved.alias, resolved.model_id, dev, dt, attn, False, False, revision)
+
+
+def weights_bytes_before_loading(
+    name: str | None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    random_init: bool = False,
+    shrink: bool = False,
+    revision: str | None = None,
+) -> int | None:
+    """Bytes the weights of ``name`` will take once :func:`load_model` loads it with these
+    options, from its config alone (the model built on the meta device: no weight read, no
+    download), or None when that config is not on disk (the load itself then says why).
+
+    The same count as :func:`vtwcli.models.memory.estimate`'s weights and as a loaded model's
+    parameters and buffers (tests/models/test_memory_check.py)."""
+    from vtwcli.models.memory import estimate
+
+    try:
+        resolved = resolve(name)
+        dt = _pick_dtype(dtype, _pick_device(device))
+        if random_init:
+            config = _config_for_random(resolved, revision)
+            if shrink:
+                from vtwcli.models.shrink import cpu_config_dict
+
+                config = config_from_dict(cpu_config_dict(config.to_dict())[0])
+        else:
+            source = str(resolved.local_dir) if resolved.local_dir is not None else resolved.model_id
+            config = _cached_config(source, resolved, revision)  # local files only: never a download
+    except (VTWError, OSError, ValueError):
+        return None  # the load reports it, with its own message
+    if config is None:
+        return None
+    return estimate(config, dt, context_tokens=0).weights
 
 
 def _check_memory(config, resolved: Resolved, dtype: str, device: str, force: bool, context_tokens, random_init):
