@@ -72,7 +72,7 @@ def test_no_tracked_file_points_outside_or_shows_machine_paths():
     [
         ('  "model_dir": "' + "/wo" + 'rk/main/vtwcli/models/testbed",', True),
         ('    "init_from": "' + "/t" + 'mp/tb_d0",', True),
-        ("see ../" + "shared/docs/flops.md", True),
+        ("see ../" + "sha" + "red/docs/flops.md", True),
         ("as agreed in " + "issue" + " 12", True),
         ("fixed in " + "#" + "12", True),
         ("(lmms-eval " + "issue" + " 1436, fixed upstream)", False),
