@@ -2,22 +2,38 @@
 """Everything vtw measures on one GPU, in one run, written to one folder (JSON and markdown).
 
 `scripts/gpu_all.sh OUTDIR` installs what is missing on a bare machine and runs this. Steps,
-each with its own time limit inside one overall budget (default 420 s; a step that would not
-fit is skipped and the summary says so):
+in this order, each with its own time limit inside one overall budget (default 420 s; a step
+that would not fit is skipped and the summary says so). Expected times on one H100/H200-class
+GPU are estimates from the step sizes (no GPU run of this script has been timed yet):
 
-  1. the engine tests in bfloat16 on the GPU (eager, sdpa and flash-attention-2 when installed);
+  1. the engine tests in bfloat16 on the GPU (eager, sdpa and flash-attention-2 when
+     installed): at most 100 s (the limit);
   2. `vtw bench --random-init` (the library call behind it) on LLaVA-1.5-7B and LLaVA-NeXT-7B
-     shapes, bf16, with sdpa and with flash_attention_2 when installed: baseline, FastV (K=2,
-     R=0.5), VTW (K=16), methods interleaved, paired per-sample ratios with 95% intervals,
-     peak and per-sample memory from torch and NVML (measured in separate untimed runs);
-  3. the calibration sweep's cost on the LLaVA-1.5-7B shape: the one-pass sweep and the
-     paper's loop, in full forwards per sample, by the formula and measured (synchronized);
-  4. summary.json and summary.md: every figure with the card's name, and each target
+     shapes, bf16, sdpa: baseline, FastV (K=2, R=0.5), VTW (K=16), methods interleaved,
+     paired per-sample ratios with 95% intervals, peak and per-sample memory from torch and
+     NVML (measured in separate untimed runs): about 75 s per model, 150 s in all;
+  3. throughput, `vtw bench` on LLaVA-1.5-7B, bf16, sdpa (the same settings as
+     scripts/gpu_throughput.sh, sized down): batch 8 over 24 samples (3 batches) with tokens/s
+     paired per batch, then baseline's and VTW's largest batch within a 24 GiB memory budget
+     (searched among 64 prompts, measured and predicted) and its tokens/s over 2 rounds; 16 new
+     tokens. Each run is a `vtw bench` process (its own model load, about 15 s) killed at its
+     limit (45 s and 75 s): 120 s at most;
+  4. the calibration sweep's cost on the LLaVA-1.5-7B shape: the one-pass sweep and the
+     paper's loop, in full forwards per sample, by the formula and measured (synchronized):
+     about 30-40 s;
+  5. with flash-attn installed and time left: step 2 with flash_attention_2;
+  6. summary.json and summary.md: every figure with the card's name, and each target
      (prefill interval within 0.05 of the FLOPs ratio; per-sample memory ratio within 0.02 of
-     the KV-cache ratio; LLaVA-NeXT-7B per-sample memory no worse than the paper's 0.65x).
+     the KV-cache ratio; LLaVA-NeXT-7B per-sample memory no worse than the paper's 0.65x;
+     VTW tokens/s at batch 8 at least 1.3x the baseline's with the interval above 1; VTW's
+     max batch within the budget at least 1.6x the baseline's).
+
+Steps 1-4 add up to about 410 s of the 420 s budget (100 + 150 + 120 + 40); with the install
+(about 2-3 minutes on a bare machine) the whole of scripts/gpu_all.sh stays within 10 minutes.
 
 `--dry-run` runs the same steps and the same library entry points on the CPU with tiny
-LLaVA-shaped models, in seconds: it checks the script, not the GPU.
+LLaVA-shaped models (the throughput runs on the bundled testbed), in seconds: it checks the
+script, not the GPU.
 
     python scripts/gpu_all.py --out gpu_out            # on a GPU machine
     python scripts/gpu_all.py --out gpu_dry --dry-run  # anywhere
@@ -40,6 +56,8 @@ MODELS = ("llava-1.5-7b", "llava-next-7b")
 PAPER_NEXT_MEMORY_RATIO = 0.65
 PREFILL_GAP = 0.05
 MEMORY_GAP = 0.02
+TOKENS_PER_S_TARGET = 1.3  # VTW tokens/s at batch 8 over the baseline's (interval above 1)
+MAX_BATCH_TARGET = 1.6  # VTW's max batch within the budget over the baseline's
 
 
 class Budget:
@@ -191,7 +209,94 @@ def summarize_bench(model: str, attn: str, result) -> dict:
     return entry
 
 
-# ------------------------------------------------------------------------------ 3. sweep cost
+# ------------------------------------------------------------------------------ 3. throughput
+def throughput_runs(dry_run: bool, new_tokens: int) -> tuple[list[str], list[tuple[str, list[str], float]]]:
+    """The `vtw bench` arguments every throughput run shares, and (tag, own arguments, share of
+    the step's time) per run. Dry: the bundled testbed on the CPU, tiny sizes."""
+    if dry_run:
+        common = ["--model", "testbed", "--device", "cpu", "--k", "4", "--fastv-k", "2", "--fastv-ratio", "0.5",
+                  "--max-new-tokens", "2", "--min-new-tokens", "2", "--warmup", "1"]
+        runs = [("batch", ["--methods", "baseline,fastv,vtw", "--batch-size", "2", "--limit", "4"], 0.4),
+                ("budget", ["--methods", "baseline,vtw", "--memory-budget", "4GiB", "--limit", "4", "--repeats", "2"], 0.6)]
+        return common, runs  # fmt: skip
+    n = str(new_tokens)
+    common = ["--model", "llava-1.5-7b", "--random-init", "--dtype", "bf16", "--device", "cuda", "--attn", "sdpa",
+              "--k", "16", "--fastv-k", "2", "--fastv-ratio", "0.5",
+              "--max-new-tokens", n, "--min-new-tokens", n, "--warmup", "1"]
+    # batch 8: 3 batches (24 samples) so the paired tokens/s has an interval. The budget run searches
+    # among 64 prompts: at 24 GiB and 16 new tokens the analytic model predicts a max batch of 29
+    # (baseline) and 50 (VTW) (`python scripts/bench_throughput.py --parts predict --predict-budgets
+    # 24GiB --predict-new-tokens 16`); FastV is left out of it to keep the search within its limit.
+    runs = [("batch", ["--methods", "baseline,fastv,vtw", "--batch-size", "8", "--limit", "24"], 45 / 120),
+            ("budget", ["--methods", "baseline,vtw", "--memory-budget", "24GiB", "--limit", "64", "--repeats", "2"],
+             75 / 120)]
+    return common, runs  # fmt: skip
+
+
+def throughput(args, out: Path, budget: Budget, limit_s: float) -> dict:
+    """Step 3: each run is a `vtw bench` process (JSON and markdown into ``out``), killed at its
+    share of ``limit_s`` so that the step cannot overrun the budget."""
+    common, runs = throughput_runs(args.dry_run, args.new_tokens)
+    got: dict = {}
+    for tag, extra, share in runs:
+        json_path, md_path = out / f"throughput_{tag}.json", out / f"throughput_{tag}.md"
+        cmd = [sys.executable, "-m", "vtwcli", "bench", *common, *extra, "--json", str(json_path),
+               "--markdown", str(md_path)]  # fmt: skip
+        timeout = max(10.0, min(limit_s * share, budget.left - 40))
+        t0 = time.monotonic()
+        env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
+        entry: dict = {"command": "vtw " + " ".join(cmd[3:]).replace(str(out) + os.sep, ""), "limit_s": round(timeout)}
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            rc, text = proc.returncode, proc.stdout + proc.stderr
+        except subprocess.TimeoutExpired as err:
+            partial = err.stdout or ""
+            rc, text = 124, partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        write(out / f"throughput_{tag}.log", text)
+        entry.update(returncode=rc, seconds=time.monotonic() - t0, timed_out=rc == 124)
+        if rc != 0 or not json_path.is_file():
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            entry["error"] = ("timed out" if rc == 124 else f"exit {rc}") + (f": {lines[-1][:200]}" if lines else "")
+        else:
+            entry.update(summarize_throughput(json.loads(json_path.read_text())))
+        got[tag] = entry
+    return got
+
+
+def summarize_throughput(data: dict) -> dict:
+    rows = {r["method"]: r for r in data["rows"]}
+    vtw, base = rows.get("vtw") or {}, rows.get("baseline") or {}
+    settings = data["settings"]
+    entry = {
+        "model": data.get("model", {}).get("alias") or data.get("model", {}).get("id"),
+        "mode": settings.get("mode"),
+        "tokens_per_s": {m: r.get("tokens_per_s") for m, r in rows.items()},
+        "vtw_tokens_per_s_ratio": vtw.get("tokens_per_s_ratio"),
+        "vtw_tokens_per_s_ratio_ci95": vtw.get("tokens_per_s_ratio_ci95"),
+        "errors": {m: r["error"] for m, r in rows.items() if r.get("error")},
+    }
+    targets = {}
+    if settings.get("mode") == "memory-budget":
+        entry["memory_budget"] = settings.get("memory_budget_text")
+        entry["max_batch"] = {m: r.get("max_batch") for m, r in rows.items()}
+        entry["max_batch_predicted"] = {m: r.get("max_batch_predicted") for m, r in rows.items()}
+        entry["max_batch_capped"] = {m: r.get("max_batch_capped") for m, r in rows.items()}
+        entry["vtw_max_batch_ratio"] = vtw.get("max_batch_ratio")
+        entry["vtw_max_batch_predicted_ratio"] = vtw.get("max_batch_predicted_ratio")
+        if entry["vtw_max_batch_ratio"] is not None and not (vtw.get("max_batch_capped") or base.get("max_batch_capped")):
+            targets[f"max_batch_at_least_{MAX_BATCH_TARGET}x"] = entry["vtw_max_batch_ratio"] >= MAX_BATCH_TARGET
+    else:
+        entry["batch_size"] = settings.get("batch_size")
+        ci = entry["vtw_tokens_per_s_ratio_ci95"]
+        if entry["vtw_tokens_per_s_ratio"] is not None and ci:
+            targets[f"tokens_per_s_at_least_{TOKENS_PER_S_TARGET}x_interval_above_1"] = (
+                entry["vtw_tokens_per_s_ratio"] >= TOKENS_PER_S_TARGET and ci[0] > 1
+            )
+    entry["targets"] = targets
+    return entry
+
+
+# ------------------------------------------------------------------------------ 4. sweep cost
 def sweep_cost(args, out: Path) -> dict:
     from vtwcli.calibrate import calibrate
 
@@ -210,7 +315,7 @@ def sweep_cost(args, out: Path) -> dict:
     return got
 
 
-# ------------------------------------------------------------------------------ 4. summary
+# ------------------------------------------------------------------------------ 6. summary
 def markdown(summary: dict) -> str:
     env = summary["environment"]
     lines = [f"# vtw on {env['device_name']}" + (" (DRY RUN on CPU: not a GPU measurement)" if env["dry_run"] else ""),
@@ -250,6 +355,32 @@ def markdown(summary: dict) -> str:
                          f"prompt {c['mean_prompt_length']:.0f} tokens)")  # fmt: skip
     elif cost:
         lines += ["", f"Calibration sweep cost: failed: {cost['error']}"]
+    tp = summary.get("throughput")
+    if tp:
+        model = next((t["model"] for t in tp.values() if t.get("model")), "llava-1.5-7b")
+        lines += ["", f"Throughput, `vtw bench` on {model} (tables: throughput_batch.md, throughput_budget.md):"]
+        for tag, t in tp.items():
+            if "error" in t:
+                lines.append(f"- {tag}: failed ({t['error']}); see throughput_{tag}.log")
+                continue
+            ratio, ci = t.get("vtw_tokens_per_s_ratio"), t.get("vtw_tokens_per_s_ratio_ci95")
+            tps = "n/a" if ratio is None else f"{ratio:.2f}x" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            marks = ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in t["targets"].items()) or "no target judged"
+            if t.get("mode") == "memory-budget":
+                b = {m: f"{'>=' if t['max_batch_capped'].get(m) else ''}{n} (predicted {t['max_batch_predicted'].get(m)})"
+                     for m, n in t["max_batch"].items()}  # fmt: skip
+                r, pr = t.get("vtw_max_batch_ratio"), t.get("vtw_max_batch_predicted_ratio")
+                lines.append(
+                    f"- budget {t['memory_budget']}: max batch " + ", ".join(f"{m} {v}" for m, v in b.items()) + ": "
+                    f"VTW {'n/a' if r is None else f'{r:.2f}x'} measured, {'n/a' if pr is None else f'{pr:.2f}x'} predicted; "
+                    f"tokens/s at max batch {tps} ({t['seconds']:.0f} s; {marks})"
+                )
+            else:
+                base = t["tokens_per_s"].get("baseline")
+                lines.append(
+                    f"- batch {t['batch_size']}: VTW tokens/s {tps} of the baseline's "
+                    f"({'n/a' if base is None else f'{base:.1f}'} tokens/s; {t['seconds']:.0f} s; {marks})"
+                )
     lines += ["", "Per-config tables: bench_<model>_<attn>.md; every sample's timings: bench_<model>_<attn>.json."]
     return "\n".join(lines) + "\n"
 
@@ -262,8 +393,10 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=None, help="tokens per reply (default 16; 2 dry)")
     ap.add_argument("--sweep-samples", type=int, default=None, help="calibration samples (default 4; 1 dry)")
     ap.add_argument("--budget-s", type=float, default=float(os.environ.get("VTW_GPU_BUDGET_S", 420)))
-    ap.add_argument("--engine-tests-s", type=float, default=150.0, help="time limit of the engine tests")
+    ap.add_argument("--engine-tests-s", type=float, default=100.0, help="time limit of the engine tests")
     ap.add_argument("--skip-engine-tests", action="store_true")
+    ap.add_argument("--throughput-s", type=float, default=120.0, help="time limit of the two throughput runs together")
+    ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
     args.samples = args.samples or (2 if args.dry_run else 8)
     args.new_tokens = args.new_tokens or (2 if args.dry_run else 16)
@@ -290,29 +423,48 @@ def main() -> int:
         log(f"   {summary['engine_tests']['summary']} (exit {summary['engine_tests']['returncode']})")
         status |= summary["engine_tests"]["returncode"] != 0
 
-    attns = ["sdpa"] + (["flash_attention_2"] if env["flash_attn"] and not args.dry_run else [])
-    # a 7B config takes about a minute (random init on the GPU, timed and memory runs); order by value
-    configs = [(m, a) for a in attns for m in MODELS]
+    flash = env["flash_attn"] and not args.dry_run
+    # a 7B config takes about a minute (random init on the GPU, timed and memory runs); order by value:
+    # sdpa bench, throughput, sweep cost, then flash_attention_2 with what is left
     per_config_s = 20 if args.dry_run else 75
-    for model, attn in configs:
-        if budget.left < per_config_s + 45:
-            summary["skipped"].append(f"bench {model} {attn}: {budget.left:.0f} s left of the budget")
-            continue
-        log(f"== 2. bench {model} {attn}")
-        try:
-            entry = bench_one(model, attn, args, out)
-            log(f"   VTW prefill {entry['vtw_prefill'].get('median')} {entry['vtw_prefill'].get('ci95')} vs FLOPs "
-                f"{entry['vtw_flops_ratio']}; per-sample memory {entry['per_sample_mem_ratio']}")  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - one failed config must not lose the others' figures
-            entry = {"model": model, "attn": attn, "error": f"{type(err).__name__}: {err}"}
-            write(out / f"bench_{model}_{attn}.error.txt", traceback.format_exc())
-            free_device()
-            status = 1
-        summary["bench"].append(entry)
+
+    def bench_configs(configs) -> int:
+        failed = 0
+        for model, attn in configs:
+            if budget.left < per_config_s + 45:
+                summary["skipped"].append(f"bench {model} {attn}: {budget.left:.0f} s left of the budget")
+                continue
+            log(f"== 2. bench {model} {attn}")
+            try:
+                entry = bench_one(model, attn, args, out)
+                log(f"   VTW prefill {entry['vtw_prefill'].get('median')} {entry['vtw_prefill'].get('ci95')} vs FLOPs "
+                    f"{entry['vtw_flops_ratio']}; per-sample memory {entry['per_sample_mem_ratio']}")  # fmt: skip
+            except Exception as err:  # noqa: BLE001 - one failed config must not lose the others' figures
+                entry = {"model": model, "attn": attn, "error": f"{type(err).__name__}: {err}"}
+                write(out / f"bench_{model}_{attn}.error.txt", traceback.format_exc())
+                free_device()
+                failed = 1
+            summary["bench"].append(entry)
+            write(out / "summary.json", json.dumps({**summary, "seconds": budget.used}, indent=2, default=str) + "\n")
+        return failed
+
+    status |= bench_configs([(m, "sdpa") for m in MODELS])
+
+    if args.skip_throughput:
+        summary["skipped"].append("throughput: --skip-throughput")
+    elif budget.left >= min(args.throughput_s, 30) + 40:
+        log("== 3. throughput (batch 8, memory budget)")
+        summary["throughput"] = throughput(args, out, budget, min(args.throughput_s, budget.left - 40))
+        for tag, t in summary["throughput"].items():
+            log(f"   {tag}: " + (t["error"] if "error" in t else f"VTW tokens/s {t.get('vtw_tokens_per_s_ratio')}x"
+                                 + (f", max batch {t.get('vtw_max_batch_ratio')}x" if "max_batch" in t else "")))
+        status |= any("error" in t for t in summary["throughput"].values())
         write(out / "summary.json", json.dumps({**summary, "seconds": budget.used}, indent=2, default=str) + "\n")
+    else:
+        summary["skipped"].append(f"throughput: {budget.left:.0f} s left of the budget")
 
     if budget.left > 40:
-        log("== 3. calibration sweep cost")
+        log("== 4. calibration sweep cost")
         try:
             summary["sweep_cost"] = sweep_cost(args, out)
         except Exception as err:  # noqa: BLE001
@@ -321,6 +473,9 @@ def main() -> int:
             status = 1
     else:
         summary["skipped"].append(f"calibration sweep cost: {budget.left:.0f} s left of the budget")
+
+    if flash:
+        status |= bench_configs([(m, "flash_attention_2") for m in MODELS])
 
     summary["seconds"] = budget.used
     write(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")

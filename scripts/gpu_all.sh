@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Everything vtw measures on one GPU, in about 8 minutes, into OUTDIR (JSON + markdown):
-# the engine tests in bf16 (flash-attention-2 when installed), `vtw bench --random-init` on
-# LLaVA-1.5-7B and LLaVA-NeXT-7B shapes in bf16 with sdpa (and flash_attention_2 when
-# installed), and the calibration sweep's cost. See scripts/gpu_all.py for the details.
+# Everything vtw measures on one GPU, into OUTDIR (JSON + markdown), sized for a 10-minute limit:
+#   install (bare machine only: venv, torch==2.13.0, vtw)             about 2-3 min (not on a ready machine)
+#   1. engine tests in bf16 (flash-attention-2 when installed)         at most 100 s
+#   2. `vtw bench --random-init` on LLaVA-1.5-7B and LLaVA-NeXT-7B,
+#      bf16, sdpa                                                       about 150 s
+#   3. throughput on LLaVA-1.5-7B: batch 8 (tokens/s paired per batch)
+#      and the max batch within 24 GiB (what scripts/gpu_throughput.sh
+#      measures, sized down; each run killed at its limit)              at most 120 s
+#   4. the calibration sweep's cost                                     about 40 s
+#   5. step 2 with flash_attention_2, only when installed and time is left
+# Steps 1-5 share one budget, VTW_GPU_BUDGET_S (default 420 s): a step that would not fit is
+# skipped and the summary says so, so the Python part ends within about 7 minutes. These times
+# are estimates from the step sizes; no GPU run of this script has been timed yet. See
+# scripts/gpu_all.py for the details.
 #
 #   bash scripts/gpu_all.sh OUTDIR              # on a GPU machine; installs what is missing
 #   bash scripts/gpu_all.sh OUTDIR --dry-run    # anywhere: tiny models on the CPU, no install
@@ -12,7 +22,8 @@
 # torch==2.13.0 and this package; nothing else is downloaded (random weights, no datasets).
 # flash-attn is installed only when a prebuilt wheel exists (building it takes far longer
 # than the budget); without it the flash rows are skipped and the summary says so.
-# Env: VTW_GPU_BUDGET_S (default 420: the Python part's budget, after installing).
+# Env: VTW_GPU_BUDGET_S (default 420: the Python part's budget, after installing). Options after
+# OUTDIR go to scripts/gpu_all.py (--skip-engine-tests, --skip-throughput, --throughput-s ...).
 set -uo pipefail
 
 if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then

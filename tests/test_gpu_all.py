@@ -26,8 +26,23 @@ def test_dry_run_writes_every_result_file(tmp_path):
         assert (out / f"bench_{b['model']}_sdpa.json").is_file() and (out / f"bench_{b['model']}_sdpa.md").is_file()
     cost = summary["sweep_cost"]
     assert cost["fast"]["measured_forwards_per_sample"] > 0 and cost["slow"]["slow_formula_forwards_per_sample"] > 1
+    # the throughput step: batch (tokens/s paired per batch) and memory budget (max batch), each a
+    # `vtw bench` process writing JSON and markdown into the same folder
+    tp = summary["throughput"]
+    assert set(tp) == {"batch", "budget"}
+    for tag, t in tp.items():
+        assert "error" not in t and t["returncode"] == 0, t
+        assert (out / f"throughput_{tag}.json").is_file() and (out / f"throughput_{tag}.md").is_file()
+        assert t["model"] == "testbed" and {"baseline", "vtw"} <= set(t["tokens_per_s"])
+        assert all(v > 0 for v in t["tokens_per_s"].values())
+        assert len(t["vtw_tokens_per_s_ratio_ci95"]) == 2  # paired over 2 batches / 2 rounds
+    assert tp["batch"]["mode"] == "batch" and tp["batch"]["batch_size"] == 2 and "fastv" in tp["batch"]["tokens_per_s"]
+    assert tp["budget"]["mode"] == "memory-budget" and all(n >= 1 for n in tp["budget"]["max_batch"].values())
+    batch = json.loads((out / "throughput_batch.json").read_text())
+    assert batch["settings"]["batch_size"] == 2 and batch["task"]["samples"] == 4
     text = (out / "summary.md").read_text()
     assert "DRY RUN on CPU" in text and "| llava-next-7b | sdpa |" in text
+    assert "- batch 2: VTW tokens/s" in text and "- budget 4.00 GiB: max batch baseline >=4" in text
 
 
 def test_usage_errors_are_one_line():
