@@ -92,3 +92,36 @@ def test_run_calibrate_bench_on_a_tiny_local_copy(model_type, tmp_path):
     # withdrawal happened: fewer FLOPs (both counts) and a smaller KV cache than the baseline
     assert rows["vtw"]["tflops_exact"] < rows["baseline"]["tflops_exact"]
     assert rows["vtw"]["kv_bytes_per_sample"] < rows["baseline"]["kv_bytes_per_sample"]
+
+
+def test_bench_defaults_on_a_hybrid_decoder_take_ks_the_engine_accepts(tmp_path):
+    # Qwen3.5's own layer pattern (three linear-attention layers, then attention): K must be past
+    # layer 3, and FastV's layer K-1 must attend, so FastV's K=2 and VTW's half (3 of 6) are refused
+    model_dir = save_shrunk("qwen3.5-9b", tmp_path / "tiny", num_layers=6, real_layers=True)
+    types = json.loads((model_dir / "config.json").read_text())["text_config"]["layer_types"]
+    assert types == ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 2
+    common = ["--model", model_dir, "--device", "cpu", "--data", "shapes", "--limit", 2, "--max-new-tokens", 2,
+              "--warmup", 0]  # fmt: skip
+
+    bench = _run("bench", *common, "--json", "bench.json")  # the default methods: baseline, fastv, vtw
+    assert bench.exit_code == 0, bench.output
+    out = json.loads((tmp_path / "bench.json").read_text())
+    rows = {r["method"]: r for r in out["rows"]}
+    assert rows["fastv"]["k"] == 4 and rows["vtw"]["k"] == 4 and out["settings"]["fastv_k"] == 4
+    for method in ("fastv", "vtw"):
+        assert rows[method]["error"] is None and rows[method]["samples"] == 2
+        assert rows[method]["tflops_exact"] < rows["baseline"]["tflops_exact"]  # tokens were dropped
+    notes = " ".join(out["notices"])
+    assert "FastV's own K=2 is refused for this model; 4 is the nearest K" in notes
+    assert "VTW runs with K=4 (the K nearest half of 6 layers (3) that this model accepts)" in notes
+
+    # random-k's default range (the paper's 8..24 of 32, here 2..5) starts past the first attention layer
+    rand = _run("bench", *common, "--methods", "baseline,random-k", "--json", "rand.json")
+    assert rand.exit_code == 0, rand.output
+    out = json.loads((tmp_path / "rand.json").read_text())
+    assert out["settings"]["k_range"] == [4, 5]
+    assert all(r["error"] is None for r in out["rows"])
+
+    # a K the user asks for is not moved: the engine's refusal is the answer, in one line
+    bad = _run("bench", *common, "--fastv-k", 2, "--methods", "baseline,fastv")
+    assert bad.exit_code == 2 and "Choose K between 4 and 6" in bad.output and "Traceback" not in bad.output

@@ -166,7 +166,7 @@ class BenchPlan:
     profile: Any = None  # path as given (or the default profiles/<model>.yaml)
     prof: Any = None  # the loaded vtwcli.profiles.Profile
     task: str | None = None
-    fastv_k: int = 2
+    fastv_k: int | None = None  # None: FastV's paper K (2), or the nearest K the engine accepts for the model
     fastv_ratio: float = 0.5
     limit: int | None = None
     subset: str = "random"  # how --limit picks task samples: "random" (stratified, seeded) or "first"
@@ -320,7 +320,7 @@ def plan(
     methods: str | Sequence[str] = DEFAULT_METHODS,
     k: int | None = None,
     profile: Any = None,
-    fastv_k: int = 2,
+    fastv_k: int | None = None,
     fastv_ratio: float = 0.5,
     limit: int | None = None,
     random_init: bool = False,
@@ -370,7 +370,7 @@ def plan(
     k = ks[0] if ks else None
     k_range = parse_k_range(rest.pop("k_range", None))
     position_policies = parse_positions(rest.pop("positions", None))
-    if "fastv" in chosen and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
+    if "fastv" in chosen and fastv_k is not None and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
         raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
         raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
@@ -486,7 +486,8 @@ def load(p: BenchPlan, *, device: str | None = None) -> Setup:
     from vtwcli.models.prompting import check_style
 
     check_style(p.prompt_style, loaded.arch, loaded.alias or loaded.model_id)
-    specs, k, entry_task, notices = resolve_specs(p, int(loaded.num_layers), loaded.alias or loaded.model_id)
+    specs, k, entry_task, notices = resolve_specs(p, int(loaded.num_layers), loaded.alias or loaded.model_id,
+                                                  model=loaded.model)  # fmt: skip
     if getattr(loaded, "shrunk", None) is not None:
         notices.insert(0, f"shrunk: {loaded.shrunk.describe()}")
     if loaded.alias == "testbed":
@@ -498,9 +499,45 @@ def load(p: BenchPlan, *, device: str | None = None) -> Setup:
     )  # fmt: skip
 
 
-def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSpec], int | None, str | None, list[str]]:
+FASTV_PAPER_K = 2  # FastV's own default (K=2, R=50%)
+
+
+def _accepted(model, method: str) -> list[int] | None:
+    """The Ks the engine accepts for the loaded ``model`` (None: no model, or one the engine has no
+    record for; it then refuses with its own message when the row runs)."""
+    if model is None:
+        return None
+    from vtwcli.engine import accepted_ks
+    from vtwcli.errors import VTWError
+
+    try:
+        return accepted_ks(model, method) or None
+    except VTWError:
+        return None
+
+
+def _default_k(model, preferred: int, method: str) -> int:
+    """``preferred``, or the nearest K the engine accepts for the loaded ``model`` (see
+    vtwcli.engine.default_k); ``preferred`` when there is no model or no record for it."""
+    if model is None:
+        return preferred
+    from vtwcli.engine import default_k
+    from vtwcli.errors import VTWError
+
+    try:
+        return default_k(model, preferred, method)
+    except VTWError:
+        return preferred
+
+
+def resolve_specs(
+    p: BenchPlan, n_layers: int, name: str, model: Any = None
+) -> tuple[list[MethodSpec], int | None, str | None, list[str]]:
     """The rows to run: K from ``--k`` (one row per K of a list for vtw, rand and white), else the
-    profile, else half the layers (with a notice); random-k's range from ``--k-range`` or scaled."""
+    profile, else half the layers (with a notice); random-k's range from ``--k-range`` or scaled.
+    Defaults the user did not give (VTW's half, FastV's K=2, random-k's range) move to the Ks the
+    engine accepts for the loaded ``model`` (hybrid decoders refuse K before their first attention
+    layer; FastV needs layer K-1 to attend)."""
     notices: list[str] = []
     k, entry_task = p.k, None
     k_profile = None
@@ -518,11 +555,14 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
             k = k_profile
             notices.append(f"K={k} from profile {p.profile} (task {entry_task})")
         else:
-            k = max(1, n_layers // 2)
+            half = max(1, n_layers // 2)
+            k = _default_k(model, half, "vtw")
+            why = (f"half of {n_layers} layers, the paper's choice for LLaVA-1.5-7B" if k == half else
+                   f"the K nearest half of {n_layers} layers ({half}) that this model accepts")
             notices.append(
-                f"no --k or --profile given: VTW runs with K={k} (half of {n_layers} layers, the paper's "
-                f"choice for LLaVA-1.5-7B); run `vtw calibrate --model {name}` to pick K for your task"
-            )
+                f"no --k or --profile given: VTW runs with K={k} ({why}); run `vtw calibrate --model {name}` to pick "
+                "K for your task"
+            )  # fmt: skip
     ks = list(p.ks) if p.ks and len(p.ks) > 1 else ([k] if k is not None else [])
     if p.needs_k:
         bad = [each for each in ks if not 1 <= each <= n_layers]
@@ -533,11 +573,17 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
             )
         for each in ks:
             _check_k("--k", each, n_layers, name)
+    fastv_k = p.fastv_k
     if "fastv" in p.methods:
-        _check_k("--fastv-k", p.fastv_k, n_layers, name)
+        if fastv_k is None:
+            fastv_k = _default_k(model, FASTV_PAPER_K, "fastv")
+        _check_k("--fastv-k", fastv_k, n_layers, name)
     k_range = None
     if "random-k" in p.methods:
         k_range = p.k_range or default_k_range(n_layers)
+        accepted = _accepted(model, "vtw") if p.k_range is None else None
+        if accepted and k_range[0] < accepted[0]:  # draw only Ks past a hybrid's first attention layer
+            k_range = (accepted[0], max(k_range[1], accepted[0]))
         for each in k_range:
             _check_k("--k-range", each, n_layers, name)
         if p.k_range is None:
@@ -548,7 +594,7 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
         if m in ("baseline", "noimage"):
             specs.append(MethodSpec(m))
         elif m == "fastv":
-            specs.append(MethodSpec("fastv", k=p.fastv_k, ratio=p.fastv_ratio, seed=p.seed))
+            specs.append(MethodSpec("fastv", k=fastv_k, ratio=p.fastv_ratio, seed=p.seed))
         else:
             for policy in p.positions:
                 # rows that renumber positions say so in their name; keep is the engine's default
@@ -561,10 +607,12 @@ def resolve_specs(p: BenchPlan, n_layers: int, name: str) -> tuple[list[MethodSp
                 else:
                     specs.append(MethodSpec(m, k=k, seed=p.seed, label=f"{m}{tag}", positions=policy))
     if "fastv" in p.methods:
+        moved = (f" (FastV's own K={FASTV_PAPER_K} is refused for this model; {fastv_k} is the nearest K the "
+                 "engine accepts)" if p.fastv_k is None and fastv_k != FASTV_PAPER_K else "")
         notices.append(
-            f"FastV ran with K={p.fastv_k}, R={p.fastv_ratio:g}; the paper's Table 2 FastV TFLOPs match "
+            f"FastV ran with K={fastv_k}, R={p.fastv_ratio:g}{moved}; the paper's Table 2 FastV TFLOPs match "
             "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
-        )
+        )  # fmt: skip
     return specs, (k if p.needs_k else None), entry_task, notices
 
 
@@ -844,7 +892,7 @@ def summarize(
         "k_list": list(p.ks) if p.ks and len(p.ks) > 1 else None,
         "k_range": next((list(sp.k_range) for sp in specs if sp.k_range is not None), None),
         "positions": list(p.positions),
-        "fastv_k": p.fastv_k if "fastv" in p.methods else None,
+        "fastv_k": next((sp.k for sp in specs if sp.name == "fastv"), None),
         "fastv_ratio": p.fastv_ratio if "fastv" in p.methods else None,
         "profile": str(p.profile) if p.profile else None,
         "profile_task": setup.entry_task,
@@ -909,7 +957,7 @@ def bench(
     k: int | str | Sequence[int] | None = None,
     profile: str | None = None,
     task: str | None = None,
-    fastv_k: int = 2,
+    fastv_k: int | None = None,
     fastv_ratio: float = 0.5,
     limit: int | None = None,
     random_init: bool = False,

@@ -85,7 +85,10 @@ def register(app: typer.Typer) -> None:
         ),
         profile: str = typer.Option(None, "--profile", "-p", help="Profile YAML to take K from."),
         task: str = typer.Option(None, "--task", help="Which task's K to take from the profile (default: --data)."),
-        fastv_k: int = typer.Option(2, "--fastv-k", help="FastV's K (layers before pruning)."),
+        fastv_k: int = typer.Option(
+            None, "--fastv-k",
+            help="FastV's K (layers before pruning; default: 2, FastV's own, or the nearest K the model accepts).",
+        ),
         fastv_ratio: float = typer.Option(0.5, "--fastv-ratio", help="FastV's R: share of vision tokens pruned."),
         random_init: bool = typer.Option(
             False, "--random-init", help="Random weights from the shipped shape config: speed and memory only."

@@ -670,6 +670,38 @@ def k_bounds(model) -> tuple[int, int]:
     return (attention[0] + 1 if attention else 1), n
 
 
+def accepted_ks(model, method: str = "vtw") -> list[int]:
+    """Every K in 1..N that :func:`apply` accepts for ``model`` and ``method``: the same layer
+    checks it runs (first attention layer, chunked and KV-shared layers after K, FastV's layer
+    K-1 attending), nothing attached. Empty when the engine refuses the model at every K."""
+    if method not in METHODS:
+        raise UsageError(f"vtw: unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    arch = get_arch(model)
+    n = arch.num_layers(model.config)
+    out = []
+    for k in range(1, n + 1):
+        try:
+            _layer_plan(arch, model, k, n, method)
+            _kv_sharing(arch, model, k, n)
+        except (KOutOfRangeError, UnsupportedModelError, UsageError):
+            continue
+        out.append(k)
+    return out
+
+
+def default_k(model, preferred: int, method: str = "vtw") -> int:
+    """The K to use when the user gave none: ``preferred`` (clamped to 1..N) when the engine
+    accepts it for ``model`` and ``method``, else the nearest accepted K, the larger one on a tie
+    (a later K withdraws less). ``preferred`` itself when no K is accepted, so the engine's own
+    refusal is what the user sees."""
+    n = get_arch(model).num_layers(model.config)
+    want = min(max(1, int(preferred)), n)
+    ks = accepted_ks(model, method)
+    if not ks or want in ks:
+        return want
+    return min(ks, key=lambda k: (abs(k - want), -k))
+
+
 def plain_decoder_reason(model) -> str | None:
     """Why layers >= K of ``model`` cannot be run by hand with one causal mask, one rotary table
     and the hidden states alone (what a fast calibration sweep does), or None when they can.

@@ -24,17 +24,21 @@ HEADS, KV_HEADS, HEAD_DIM = 4, 2, 16
 WINDOW = 16  # sliding windows shrink too, so short prompts still cross them
 
 
-def shrunk_config_dict(alias: str, num_layers: int = TEXT_LAYERS) -> dict[str, Any]:
+def shrunk_config_dict(alias: str, num_layers: int = TEXT_LAYERS, real_layers: bool = False) -> dict[str, Any]:
     """The alias's shipped config.json facts with tiny sizes (a fresh dict)."""
     from vtwcli.models.registry import shipped_config_dict
 
-    return shrink_config_dict(shipped_config_dict(alias), num_layers)
+    return shrink_config_dict(shipped_config_dict(alias), num_layers, real_layers)
 
 
-def shrink_config_dict(cfg: dict[str, Any], num_layers: int = TEXT_LAYERS) -> dict[str, Any]:
-    """Shrink a config.json-style dict in place (and return it); token ids and image settings are kept."""
+def shrink_config_dict(cfg: dict[str, Any], num_layers: int = TEXT_LAYERS, real_layers: bool = False) -> dict[str, Any]:
+    """Shrink a config.json-style dict in place (and return it); token ids and image settings are kept.
+
+    Layer kinds: every kind the model has, interleaved from layer 0 (so a few layers hold them
+    all), or with ``real_layers`` the checkpoint's own first ``num_layers`` layers (Qwen3.5's
+    three linear-attention layers before each attention layer, for one)."""
     text = cfg["text_config"]
-    _shrink_text(text, num_layers)
+    _shrink_text(text, num_layers, real_layers)
     vis = cfg.get("vision_config")
     if vis is not None:
         _shrink_vision(vis, text)
@@ -48,12 +52,16 @@ def shrink_config_dict(cfg: dict[str, Any], num_layers: int = TEXT_LAYERS) -> di
     return cfg
 
 
-def _shrink_text(text: dict[str, Any], num_layers: int) -> None:
+def _shrink_text(text: dict[str, Any], num_layers: int, real_layers: bool = False) -> None:
     text.update(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=num_layers,
                 num_attention_heads=HEADS, num_key_value_heads=KV_HEADS)  # fmt: skip
     if "head_dim" in text:
         text["head_dim"] = HEAD_DIM
-    if text.get("layer_types"):
+    if text.get("layer_types") and real_layers:
+        if len(text["layer_types"]) < num_layers:
+            raise UsageError(f"the checkpoint has {len(text['layer_types'])} decoder layers, fewer than {num_layers}")
+        text["layer_types"] = text["layer_types"][:num_layers]
+    elif text.get("layer_types"):
         kinds = list(dict.fromkeys(text["layer_types"]))  # every kind of layer the model has, interleaved
         last = text["layer_types"][-1]
         pattern = (kinds * num_layers)[:num_layers]
@@ -99,9 +107,10 @@ def _shrink_vision(vis: dict[str, Any], text: dict[str, Any]) -> None:
         vis["projection_dim"] = HIDDEN if vis.get("model_type") == "siglip_vision_model" else 32
 
 
-def save_shrunk(alias: str, directory, num_layers: int = TEXT_LAYERS, seed: int = 0):
+def save_shrunk(alias: str, directory, num_layers: int = TEXT_LAYERS, seed: int = 0, real_layers: bool = False):
     """Write a tiny random copy of ``alias`` (model and its stand-in processor) to ``directory``,
-    loadable by path like any saved checkpoint (``vtw run --model DIR``). Returns the directory."""
+    loadable by path like any saved checkpoint (``vtw run --model DIR``). Returns the directory.
+    ``real_layers``: see :func:`shrink_config_dict`."""
     from pathlib import Path
 
     import torch
@@ -120,7 +129,7 @@ def save_shrunk(alias: str, directory, num_layers: int = TEXT_LAYERS, seed: int 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config_from_dict(shrunk_config_dict(spec.alias, num_layers)))
+    model = AutoModelForImageTextToText.from_config(config_from_dict(shrunk_config_dict(spec.alias, num_layers, real_layers)))
     model.save_pretrained(out)
     synthetic_processor(SPECS[spec.alias].alias).save_pretrained(out)
     return out
