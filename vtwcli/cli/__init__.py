@@ -138,6 +138,19 @@ class _VTWGroup(TyperGroup):
                 raise
             typer.echo("interrupted: nothing was written for the unfinished work", err=True)
             raise typer.Exit(130) from None
+        except Exception as err:
+            from typer import _click
+            from typer.exceptions import Abort, Exit
+
+            if debug_enabled() or isinstance(err, (_click.exceptions.ClickException, Exit, Abort)):
+                raise
+            from vtwcli.models.synthetic import torchvision_problem
+
+            problem = torchvision_problem()  # a broken torchvision breaks transformers' imports
+            if problem is None:
+                raise
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -110,6 +110,34 @@ def _has_torchvision() -> bool:
     return importlib.util.find_spec("torchvision") is not None
 
 
+def torchvision_problem() -> str | None:
+    """Why the installed torchvision does not load, as one line saying what to do; None when it
+    loads or is not installed. The torchvision wheels on the package index are CUDA builds: next
+    to a CPU torch their compiled ops do not load, and transformers, which imports torchvision
+    whenever it is installed, then fails to import even a config class."""
+    import importlib
+    import importlib.metadata
+
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    try:
+        importlib.import_module("torchvision")
+    except Exception as err:  # a RuntimeError from its op registrations, an OSError from its libraries
+        import torch
+
+        try:
+            version = importlib.metadata.version("torchvision")
+        except importlib.metadata.PackageNotFoundError:
+            version = "(unknown version)"
+        why = " ".join(str(err).split())[:160]
+        return (
+            f"torchvision {version} is installed but does not load with torch {torch.__version__} ({why}), "
+            "and transformers cannot import its models while it is there; uninstall it "
+            "(`pip uninstall torchvision`) or install the torchvision build made for this torch"
+        )
+    return None
+
+
 def _video_processor(model_type: str):
     """The family's default video processor, or None without torchvision (see _without_video)."""
     if not _has_torchvision():
