@@ -3,8 +3,10 @@ shipped config with random weights and the family's stand-in processor, saved to
 and loaded by path like any checkpoint. A verified family must answer, calibrate and bench
 with withdrawal; a refused one must say why in one line (exit 2), never answer wrongly.
 
-Video is not covered: transformers' video processors need torchvision, which the test
-environment does not install (a family's processor then takes images only).
+Video is not covered, nor are Mistral 3, LFM2-VL and SmolVLM: their processors and transformers'
+video processors need torchvision, and the package index's torchvision is a CUDA build that
+does not load beside the CPU torch (docs/models.md says what was tried). Without it a family's
+processor takes images only.
 """
 
 from __future__ import annotations
