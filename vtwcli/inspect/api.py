@@ -25,7 +25,8 @@ class InspectResult:
     """Mean attention shares of the output tokens over the samples.
 
     ``per_layer[j]``: shares (system, vision, instruction, output) at layer j, averaged over
-    heads, output tokens and samples (Figure 4). ``per_position[t]``: shares of output token t,
+    heads, output tokens and samples (Figure 4); ``None`` for a layer with no attention (linear
+    attention, short convolution), which gives no share to anything. ``per_position[t]``: shares of output token t,
     averaged over heads, layers and the samples that generated it (Figure 5;
     ``position_counts[t]`` says how many did). ``k`` is the K marked on the pictures (from
     ``k_source``); ``engine`` says what was attached while recording, if anything.
@@ -37,7 +38,7 @@ class InspectResult:
     task: str
     attn: str
     sample_ids: list[str]
-    per_layer: list[list[float]]
+    per_layer: list[list[float] | None]
     per_position: list[list[float]]
     position_counts: list[int]
     prompt_tokens: dict[str, float]  # mean prompt tokens per type
@@ -53,8 +54,9 @@ class InspectResult:
     def name(self) -> str:
         return self.model_alias or self.model_id
 
-    def share(self, layer: int, kind: str) -> float:
-        return self.per_layer[layer][TYPES.index(kind)]
+    def share(self, layer: int, kind: str) -> float | None:
+        row = self.per_layer[layer]
+        return None if row is None else row[TYPES.index(kind)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +72,7 @@ class InspectResult:
             "k": self.k,
             "k_source": self.k_source,
             "engine": self.engine,
-            "per_layer": [dict(zip(TYPES, row, strict=True)) for row in self.per_layer],
+            "per_layer": [None if row is None else dict(zip(TYPES, row, strict=True)) for row in self.per_layer],
             "per_position": [
                 dict(zip(TYPES, row, strict=True), samples=n)
                 for row, n in zip(self.per_position, self.position_counts, strict=True)
@@ -78,6 +80,17 @@ class InspectResult:
             "per_sample": self.per_sample,
             "seconds": self.seconds,
         }
+
+
+def _rows(matrix, digits: int | None = None) -> list[list[float] | None]:
+    """[N, 4] shares as lists; a layer without attention (its NaN row) as None."""
+    out = []
+    for row in matrix.tolist():
+        if any(x != x for x in row):
+            out.append(None)
+        else:
+            out.append([round(x, digits) for x in row] if digits is not None else row)
+    return out
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -210,7 +223,7 @@ def inspect(
                 if t == len(pos_sum):
                     pos_sum.append(torch.zeros(len(TYPES), dtype=torch.float64))
                     pos_count.append(0)
-                pos_sum[t] += m[t].mean(0)
+                pos_sum[t] += m[t].nanmean(0)  # over the layers that have attention
                 pos_count[t] += 1
             prompt_counts += torch.tensor(rec.counts, dtype=torch.float64)
             new = seq[0, inputs["input_ids"].shape[1]:]
@@ -220,7 +233,7 @@ def inspect(
                 "reply": tok.decode(new, skip_special_tokens=True).strip() if hasattr(tok, "decode") else None,
                 "outputs": int(m.shape[0]),
                 "prompt_tokens": dict(zip(TYPES[:3], rec.counts, strict=True)),
-                "per_layer": [[round(float(x), 6) for x in row] for row in m.mean(0)],
+                "per_layer": _rows(m.mean(0), 6),
             })  # fmt: skip
             if progress is not None:
                 progress(done, len(picked))
@@ -230,7 +243,7 @@ def inspect(
         net.train(was_training)
     seconds = time.perf_counter() - t0
     n = len(ids)
-    per_layer = (layer_sum / max(layer_rows, 1)).tolist()
+    per_layer = _rows(layer_sum / max(layer_rows, 1))
     per_position = [(s / c).tolist() for s, c in zip(pos_sum, pos_count, strict=True)]
     return InspectResult(
         model_alias=getattr(loaded, "alias", None),

@@ -17,6 +17,13 @@ Token types come from the placeholder ids of the model's architecture record:
   images included),
 - ``output``: tokens generated so far (the token being fed in included).
 
+The scores are the ones the layer's kernel computes: its own scaling, its logit soft-capping
+when it has one (Gemma 2), and the mask the model built for it (causal, sliding window,
+bidirectional blocks). A layer with no attention at all (linear attention, short
+convolution: the config's ``layer_types``) has no share to give: its row is NaN in
+:meth:`SampleShares.matrix`, ``None`` in what ``vtw inspect`` reports. A kernel the probe
+cannot reproduce (attention sinks) is refused rather than reported wrong.
+
 With the withdrawal engine attached, layers >= K hold only the kept tokens; their key slots
 are typed from the engine's keep mask, so the shares show what the text tokens attend to
 after withdrawal (the vision share there is 0 for VTW).
@@ -30,7 +37,8 @@ from typing import Any
 
 import torch
 
-from vtwcli.errors import NoVisionTokensError, UsageError
+from vtwcli.engine.masks import RECURRENT, layer_kind
+from vtwcli.errors import NoVisionTokensError, UnsupportedModelError, UsageError
 
 TYPES = ("system", "vision", "instruction", "output")
 SYSTEM, VISION, INSTRUCTION, OUTPUT = range(4)
@@ -61,7 +69,7 @@ class SampleShares:
     shares: list[list[torch.Tensor | None]] = field(default_factory=list)
 
     def matrix(self) -> torch.Tensor:
-        """[T, N, 4] float64 (T output tokens, N layers)."""
+        """[T, N, 4] float64 (T output tokens, N layers; NaN rows: layers without attention)."""
         return torch.stack([torch.stack(list(row)) for row in self.shares]).double()
 
 
@@ -81,6 +89,8 @@ class AttentionProbe:
         self.arch = arch
         self.layers = arch.decoder_layers(model)
         self.num_layers = len(self.layers)
+        # layers whose mixer is no attention (linear attention, convolution) never call the interface
+        self.attends = [layer_kind(t) != RECURRENT for t in arch.layer_types(model.config)]
         # every submodule of layer j -> j: the attention module is whichever one calls the interface
         self._owner = {id(m): j for j, layer in enumerate(self.layers) for m in layer.modules()}
         self._rec: SampleShares | None = None
@@ -114,7 +124,8 @@ class AttentionProbe:
 
     def _on_text(self, module, args, kwargs):
         self._step += 1
-        self._rec.shares.append([None] * self.num_layers)
+        nan = torch.full((len(TYPES),), float("nan"))
+        self._rec.shares.append([None if a else nan for a in self.attends])
         return None
 
     # ------------------------------------------------------------------ the wrapper
@@ -132,7 +143,12 @@ class AttentionProbe:
                 scaling = kwargs.get("scaling")
                 if scaling is None:
                     scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
-                self._record(j, query, key, attention_mask, scaling)
+                if kwargs.get("s_aux") is not None or getattr(module, "sinks", None) is not None:
+                    raise UnsupportedModelError(
+                        "vtw inspect: this model's attention has sinks (extra per-head logits), which the "
+                        "attention probe does not reproduce; its shares would be wrong, so it is refused"
+                    )
+                self._record(j, query, key, attention_mask, scaling, kwargs.get("softcap"))
             # "eager" is no registry key: each modeling file passes its own function as default
             real = registered or sys.modules[type(module).__module__].eager_attention_forward
             return real(module, query, key, value, attention_mask, *args, **kwargs)
@@ -163,6 +179,11 @@ class AttentionProbe:
                     raise RuntimeError("inspect: the engine withdrew tokens but recorded no keep mask")
                 self._kept_types = self._prompt_types[keep[0].bool()]
             prefix = self._kept_types
+        seen = prefix.numel() + max(self._step, 0)  # prompt + output tokens fed so far (this one included)
+        if n_keys < seen and self._step > 0:
+            # a sliding-window cache keeps only the most recent keys: the slots are the last n_keys positions
+            types = torch.cat([prefix, torch.full((self._step,), OUTPUT, dtype=prefix.dtype)])
+            return types[-n_keys:].to(device)
         n_out = n_keys - prefix.numel()
         if n_out < 0:
             raise RuntimeError(
@@ -172,7 +193,7 @@ class AttentionProbe:
         return torch.cat([prefix, out]).to(device)
 
     @torch.no_grad()
-    def _record(self, j: int, query, key, attention_mask, scaling) -> None:
+    def _record(self, j: int, query, key, attention_mask, scaling, softcap=None) -> None:
         if query.shape[0] != 1:
             raise UsageError("inspect records one sample per forward (batch size 1)")
         q = query[0, :, -1].float()  # [H, D]: the row that predicts the next token
@@ -180,6 +201,8 @@ class AttentionProbe:
         n_keys = k.shape[1]
         k = k.repeat_interleave(q.shape[0] // k.shape[0], dim=0)
         logits = torch.einsum("hd,hkd->hk", q, k) * float(scaling)
+        if softcap is not None:  # Gemma 2: tanh soft-capping before the mask, as its eager kernel does
+            logits = torch.tanh(logits / float(softcap)) * float(softcap)
         row = _mask_row(attention_mask, n_keys)
         if row is not None:
             row = row.to(logits.device)

@@ -24,11 +24,14 @@ def layer_table(result: InspectResult):
         table.add_column(name, justify="right")
     table.add_column("", justify="left")  # the vision share as a bar, so its fall is visible at a glance
     for j, row in enumerate(result.per_layer):
-        bar = "#" * round(20 * row[1])
         label = str(j)
         style = None
         if result.k is not None and j == result.k:
             label, style = f"{j} <- K", "bold"
+        if row is None:  # linear attention / convolution: no attention to share out
+            table.add_row(label, *(["n/a"] * len(TYPES)), "(no attention in this layer)", style=style)
+            continue
+        bar = "#" * round(20 * row[1])
         table.add_row(label, *(_pct(x) for x in row), bar, style=style)
     return table
 
@@ -53,8 +56,9 @@ def summary_lines(result: InspectResult) -> list[str]:
         f"prompt: {p['system']:.1f} system, {p['vision']:.1f} vision, {p['instruction']:.1f} instruction tokens "
         f"on average; {result.outputs_per_sample:.1f} output tokens per sample; {result.seconds:.1f} s"
     ]
-    vision = [row[1] for row in result.per_layer]
-    after = next((j for j in range(1, len(vision)) if all(v < 0.05 for v in vision[j:])), None)
+    vision = [None if row is None else row[1] for row in result.per_layer]
+    after = next((j for j in range(1, len(vision))
+                  if vision[j] is not None and all(v is None or v < 0.05 for v in vision[j:])), None)
     if after is not None:
         lines.append(f"vision tokens get under 5% of the attention from layer {after} on")
     else:
@@ -74,9 +78,12 @@ def write_png(result: InspectResult, path: str | Path) -> Path:
     layers = list(range(result.num_layers))
     bottom = [0.0] * result.num_layers
     for c, name in enumerate(TYPES):
-        values = [row[c] for row in result.per_layer]
+        values = [0.0 if row is None else row[c] for row in result.per_layer]
         ax1.bar(layers, values, bottom=bottom, color=TYPE_COLOURS[c], label=name, width=0.85)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for j, row in enumerate(result.per_layer):
+        if row is None:
+            ax1.text(j, 0.5, "n/a", fontsize=7, ha="center", va="center", rotation=90)
     if result.k is not None:
         ax1.axvline(result.k - 0.5, color="black", linestyle="--", linewidth=1.2)
         ax1.text(result.k - 0.4, 0.97, f"K = {result.k}", fontsize=9, va="top",
