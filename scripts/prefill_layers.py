@@ -8,6 +8,10 @@ ratio (short sequences after withdrawal run at a lower rate), apart from the wor
 layers (vision tower, embeddings, the language-model head over every position in a plain
 forward).
 
+A third row is the best any withdrawal could do: a plain forward (no engine) of a text-only
+prompt as long as what VTW keeps. Its layers K..N-1 are what withdrawal would cost with zero
+engine work; the rows "vtw" and "ideal" differ only by the engine's own per-layer work.
+
   python scripts/prefill_layers.py --threads 2 --hidden 512 --repeats 12
 """
 
@@ -38,38 +42,62 @@ def main() -> int:
     loaded = llava_shaped(hidden_size=args.hidden, num_layers=args.layers)
     model, k = loaded.model, args.k or args.layers // 2
     batch = loaded.prepare([" ".join(["word"] * 50)], images=[Image.new("RGB", (640, 480), (120, 30, 200))])
-    clock = {"start": 0.0, "layers": 0.0}
+    layers = loaded.arch.decoder_layers(model)
+    clock = {"start": 0.0, "layers": [0.0] * len(layers)}
 
-    def before(module, a, kw):
-        clock["start"] = time.perf_counter()
+    def hooks(j: int):
+        def before(module, a, kw):
+            clock["start"] = time.perf_counter()
 
-    def after(module, a, kw, out):
-        clock["layers"] += time.perf_counter() - clock["start"]
+        def after(module, a, kw, out):
+            clock["layers"][j] += time.perf_counter() - clock["start"]
 
-    for layer in loaded.arch.decoder_layers(model):
+        return before, after
+
+    for j, layer in enumerate(layers):
+        before, after = hooks(j)
         layer.register_forward_pre_hook(before, with_kwargs=True)
         layer.register_forward_hook(after, with_kwargs=True)
 
-    def timed(ctx) -> tuple[float, float]:
-        clock["layers"] = 0.0
+    with torch.no_grad(), vtwcli.withdraw(model, k=k) as handle:
+        model(**batch)
+        kept = handle.last_prefill.kept[0]
+    ids = batch["input_ids"][0]
+    vision = torch.isin(ids, torch.tensor(loaded.arch.placeholder_ids(model.config)))
+    text_ids = ids[~vision][:kept]
+    if text_ids.numel() < kept:  # pad the text-only prompt with its own words to the kept length
+        text_ids = text_ids.repeat(kept // text_ids.numel() + 1)[:kept]
+    text = {"input_ids": text_ids[None], "attention_mask": torch.ones(1, kept, dtype=torch.long)}
+
+    def timed(ctx, inputs) -> tuple[float, float, float]:
+        clock["layers"] = [0.0] * len(layers)
         start = time.perf_counter()
         with torch.no_grad(), ctx:
-            model(**batch)
-        return time.perf_counter() - start, clock["layers"]
+            model(**inputs)
+        return time.perf_counter() - start, sum(clock["layers"]), sum(clock["layers"][k:])
 
-    runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "vtw": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "vtw": [], "ideal": []}
     for _ in range(args.repeats + 2):
-        runs["baseline"].append(timed(contextlib.nullcontext()))
-        runs["vtw"].append(timed(vtwcli.withdraw(model, k=k)))
-    base, vtw = runs["baseline"][2:], runs["vtw"][2:]
-    print(f"prompt {batch['input_ids'].shape[1]} tokens, hidden {args.hidden}, {args.layers} layers, VTW K={k}, "
-          f"{args.threads} threads, {args.repeats} interleaved pairs (medians)")  # fmt: skip
+        runs["baseline"].append(timed(contextlib.nullcontext(), batch))
+        runs["vtw"].append(timed(vtwcli.withdraw(model, k=k), batch))
+        runs["ideal"].append(timed(contextlib.nullcontext(), text))
+    base, vtw, ideal = runs["baseline"][2:], runs["vtw"][2:], runs["ideal"][2:]
+    print(f"prompt {ids.numel()} tokens ({kept} kept from layer {k} on), hidden {args.hidden}, {args.layers} layers, "
+          f"VTW K={k}, {args.threads} threads, {args.repeats} interleaved triples (medians)")  # fmt: skip
+    med = statistics.median
     for name, rows in (("baseline", base), ("vtw", vtw)):
-        total, layers = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-        print(f"{name:9s} forward {total * 1e3:7.1f} ms   decoder layers {layers * 1e3:7.1f} ms   "
-              f"outside the layers {(total - layers) * 1e3:6.1f} ms")  # fmt: skip
-    print(f"vtw/baseline: whole forward {statistics.median(v[0] / b[0] for v, b in zip(vtw, base, strict=True)):.3f}, "
-          f"decoder layers only {statistics.median(v[1] / b[1] for v, b in zip(vtw, base, strict=True)):.3f}")  # fmt: skip
+        total, layers_t = med(r[0] for r in rows), med(r[1] for r in rows)
+        print(f"{name:9s} forward {total * 1e3:7.1f} ms   decoder layers {layers_t * 1e3:7.1f} ms   "
+              f"outside the layers {(total - layers_t) * 1e3:6.1f} ms   layers {k}..{args.layers - 1} "
+              f"{med(r[2] for r in rows) * 1e3:6.1f} ms")  # fmt: skip
+    print(f"ideal     layers {k}..{args.layers - 1} of a plain {kept}-token text-only forward "
+          f"{med(r[2] for r in ideal) * 1e3:6.1f} ms")  # fmt: skip
+    print(f"vtw/baseline: whole forward {med(v[0] / b[0] for v, b in zip(vtw, base, strict=True)):.3f}, "
+          f"decoder layers only {med(v[1] / b[1] for v, b in zip(vtw, base, strict=True)):.3f}")  # fmt: skip
+    # the best withdrawal: vtw's own layers < K (the same work as the baseline's) plus the ideal's layers >= K
+    best = med((v[1] - v[2] + i[2]) / b[1] for v, i, b in zip(vtw, ideal, base, strict=True))
+    print(f"decoder layers with no engine work after K (ideal): {best:.3f} of the baseline; "
+          f"vtw's layers {k}..{args.layers - 1} / ideal's: {med(v[2] / i[2] for v, i in zip(vtw, ideal, strict=True)):.3f}")
     return 0
 
 

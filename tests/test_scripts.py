@@ -30,3 +30,19 @@ def test_script_help(script):
     proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage" in proc.stdout.lower()
+
+
+def test_prefill_layers_runs_and_compares_with_a_plain_forward_of_the_kept_length():
+    """The split script on a tiny decoder: the ideal row is a plain forward as long as what VTW keeps."""
+    import re
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "prefill_layers.py"
+    proc = subprocess.run([sys.executable, str(script), "--hidden", "64", "--layers", "4", "--repeats", "1",
+                           "--threads", "1"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    head = re.search(r"prompt (\d+) tokens \((\d+) kept from layer 2 on\)", proc.stdout)
+    assert head, proc.stdout
+    prompt, kept = int(head.group(1)), int(head.group(2))
+    assert 576 < prompt and 0 < kept < prompt - 576 + 1  # every vision token withdrawn, the text kept
+    assert re.search(rf"ideal +layers 2\.\.3 of a plain {kept}-token text-only forward +[\d.]+ ms", proc.stdout)
+    assert re.search(r"no engine work after K \(ideal\): [\d.]+ of the baseline", proc.stdout)
