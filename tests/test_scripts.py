@@ -46,3 +46,19 @@ def test_prefill_layers_runs_and_compares_with_a_plain_forward_of_the_kept_lengt
     assert 576 < prompt and 0 < kept < prompt - 576 + 1  # every vision token withdrawn, the text kept
     assert re.search(rf"ideal +layers 2\.\.3 of a plain {kept}-token text-only forward +[\d.]+ ms", proc.stdout)
     assert re.search(r"no engine work after K \(ideal\): [\d.]+ of the baseline", proc.stdout)
+
+
+def test_vicuna_prompt_tokens_matches_llavas_chunked_rule_with_the_stand_in_tokenizer():
+    """With one token per word, the system sentence is 23 tokens (BOS + 23 + "USER:" before the
+    image) and whole-prompt and chunk-by-chunk tokenization give the same ids."""
+    import re
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "vicuna_prompt_tokens.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vision tokens 576; BOS + system sentence + 'USER:' = 25 tokens before the image" in proc.stdout
+    rows = re.findall(r"^ *(\d+) +(\d+) +(\d+) +25 ", proc.stdout, re.M)
+    assert len(rows) == 6, proc.stdout
+    for vtw, llava, chat in rows:
+        assert int(vtw) == int(llava) == int(chat) + 23  # the chat template has no system sentence
+    assert "identical ids for 6/6" in proc.stdout
