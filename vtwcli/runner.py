@@ -32,7 +32,7 @@ from vtwcli.errors import (
     k_below_one,
 )
 
-RUN_METHODS = ("baseline", "vtw", "fastv")
+RUN_METHODS = ("baseline", "vtw", "fastv", "fastv-mask")
 DEFAULT_FRAMES = 8
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -46,7 +46,7 @@ class RunSettings:
     task: str | None = None
     k: int | None = None
     method: str | None = None
-    ratio: float = 0.5  # fastv: share of vision tokens pruned at layer K
+    ratio: float = 0.5  # fastv, fastv-mask: share of vision tokens pruned at layer K
     dtype: str = "auto"
     device: str = "auto"
     attn: str = "sdpa"
@@ -164,7 +164,7 @@ class Runner:
             k = s.k
         elif self.profile is not None:
             k = self.profile.k_for(self.task_name)
-        elif self.method == "fastv":
+        elif self.method in ("fastv", "fastv-mask"):
             k = 2  # FastV's own default layer
         else:
             raise UsageError(f"--method {self.method} needs a K: pass --k or --profile")

@@ -54,7 +54,7 @@ def write_k_plot(result: BenchResult, path: str | Path) -> Path:
     ax = axes[0][0]
     ks = [k for k, _ in series]
     ax.plot(ks, [value(r) for _, r in series], marker="o", color=TYPE_COLOURS[2], label=f"VTW {metric}")
-    styles = {"baseline": ("black", "--"), "noimage": (TYPE_COLOURS[1], ":"), "fastv": (TYPE_COLOURS[3], "-."),
+    styles = {"baseline": ("black", "--"), "noimage": (TYPE_COLOURS[1], ":"), "fastv": (TYPE_COLOURS[3], "-."), "fastv-mask": (TYPE_COLOURS[3], ":"),
               "random-k": ("#9467bd", "-.")}  # fmt: skip
     for row in result.rows:
         kind = row.kind or row.method

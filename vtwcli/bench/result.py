@@ -217,7 +217,7 @@ class BenchResult:
         ]  # fmt: skip
         body = []
         for r in self.rows:
-            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if r.method == "fastv" else str(r.k))
+            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if (r.kind or r.method) in ("fastv", "fastv-mask") else str(r.k))
             if r.k_range:
                 k = f"{r.k_range[0]}..{r.k_range[1]}"
             body.append([
@@ -264,7 +264,7 @@ class BenchResult:
         ]  # fmt: skip
         body = []
         for r in self.rows:
-            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if r.method == "fastv" else str(r.k))
+            k = "-" if r.k is None else (f"{r.k} R={r.ratio:g}" if (r.kind or r.method) in ("fastv", "fastv-mask") else str(r.k))
             mb = "-" if r.max_batch is None else (f">={r.max_batch}" if r.max_batch_capped else str(r.max_batch))
             fails = [t for t in (r.search or {}).get("tries", []) if not t.get("fits")]
             body.append([

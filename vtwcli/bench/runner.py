@@ -38,15 +38,18 @@ from vtwcli.bench.result import BenchResult, MethodRow
 from vtwcli.bench.timing import Stat, StepClock, model_devices
 from vtwcli.errors import KOutOfRangeError, UsageError, k_below_one
 
-METHODS = ("baseline", "fastv", "vtw", "rand", "noimage", "white", "random-k")
+METHODS = ("baseline", "fastv", "fastv-mask", "vtw", "rand", "noimage", "white", "random-k")
 DEFAULT_METHODS = ("baseline", "fastv", "vtw")
 # The paper's ablations as rows (Tables 1 and 2): what each one runs.
 #   noimage   the prompt with its image removed: no vision tokens at all (Table 1a)
 #   white     the image replaced by a white one of the same size, withdrawn at K (Table 1b)
 #   random-k  VTW at a K drawn per sample from a range, seeded (Table 2's VTW†)
 #   rand      as many random prompt tokens dropped at K as there are vision tokens (Table 2's Rand)
-K_METHODS = ("vtw", "rand", "white")  # one row per K of a --k list
-ENGINE_OF = {"fastv": "fastv", "vtw": "vtw", "rand": "rand", "white": "vtw", "random-k": "vtw"}
+# fastv-mask is FastV's own masking implementation (the source of the paper's FastV memory
+# figures): fastv's K, R and kept set, every token computed and cached, the pruned ones masked.
+K_METHODS = ("vtw", "rand", "white")
+FASTV_ROWS = ("fastv", "fastv-mask")  # rows run at --fastv-k, --fastv-ratio  # one row per K of a --k list
+ENGINE_OF = {"fastv": "fastv", "fastv-mask": "fastv-mask", "vtw": "vtw", "rand": "rand", "white": "vtw", "random-k": "vtw"}
 INPUTS_OF = {"noimage": "none", "white": "white"}  # every other row gets the sample's own image
 DEFAULT_LIMIT = 40  # task samples when --limit is not given (the testbed's task runs in about a minute)
 DEFAULT_SYNTHETIC_SAMPLES = 8
@@ -111,7 +114,7 @@ class MethodSpec:
 
         method = ENGINE_OF[self.name]
         kwargs: dict[str, Any] = {"method": method, "seed": self.seed}
-        if method == "fastv":
+        if method in FASTV_ROWS:
             kwargs["ratio"] = self.ratio
         if self.positions != "keep":
             kwargs["positions"] = self.positions
@@ -141,7 +144,7 @@ class RunOutcome:
     kv_bytes: int
     kv_layer_tokens: list[int]
     memory: SampleMemory = field(default_factory=SampleMemory)
-    kept_tokens: int | None = None  # tokens layers >= K saw (the engine's count); None for the baseline
+    kept_tokens: int | None = None  # tokens layers >= K saw (fastv-mask: attended to), the engine's count; None for the baseline
     k: int | None = None  # the K this run withdrew at (random-k draws one per sample)
     n_layers: int | None = None
     vision_start: int | None = None  # position of the first vision token in the (unpadded) prompt
@@ -370,7 +373,7 @@ def plan(
     k = ks[0] if ks else None
     k_range = parse_k_range(rest.pop("k_range", None))
     position_policies = parse_positions(rest.pop("positions", None))
-    if "fastv" in chosen and fastv_k is not None and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
+    if any(m in chosen for m in FASTV_ROWS) and fastv_k is not None and (isinstance(fastv_k, bool) or not isinstance(fastv_k, int) or fastv_k < 1):
         raise k_below_one("--fastv-k", fastv_k)
     if not isinstance(fastv_ratio, (int, float)) or not 0.0 <= float(fastv_ratio) <= 1.0:
         raise UsageError(f"--fastv-ratio is the share of vision tokens FastV prunes: it must be in 0..1, got {fastv_ratio!r}")
@@ -574,10 +577,18 @@ def resolve_specs(
         for each in ks:
             _check_k("--k", each, n_layers, name)
     fastv_k = p.fastv_k
-    if "fastv" in p.methods:
+    fastv_rows = [m for m in FASTV_ROWS if m in p.methods]
+    if fastv_rows:
         if fastv_k is None:
-            fastv_k = _default_k(model, FASTV_PAPER_K, "fastv")
+            # one K for both rows (the same kept set): the nearest K that every FastV row accepts
+            fastv_k = _default_k(model, FASTV_PAPER_K, fastv_rows[-1])
         _check_k("--fastv-k", fastv_k, n_layers, name)
+        if "fastv-mask" in p.methods and p.fastv_k is None and fastv_k >= n_layers:
+            raise UsageError(
+                f"fastv-mask masks the pruned tokens out of the attention of layers >= K, and {name} accepts no K "
+                f"below {n_layers} for it (layers after its last attention-free layer must all attend); drop "
+                "fastv-mask from --methods or pass --fastv-k"
+            )
     k_range = None
     if "random-k" in p.methods:
         k_range = p.k_range or default_k_range(n_layers)
@@ -593,8 +604,8 @@ def resolve_specs(
     for m in p.methods:
         if m in ("baseline", "noimage"):
             specs.append(MethodSpec(m))
-        elif m == "fastv":
-            specs.append(MethodSpec("fastv", k=fastv_k, ratio=p.fastv_ratio, seed=p.seed))
+        elif m in FASTV_ROWS:
+            specs.append(MethodSpec(m, k=fastv_k, ratio=p.fastv_ratio, seed=p.seed))
         else:
             for policy in p.positions:
                 # rows that renumber positions say so in their name; keep is the engine's default
@@ -606,12 +617,18 @@ def resolve_specs(
                                  for each in ks)  # fmt: skip
                 else:
                     specs.append(MethodSpec(m, k=k, seed=p.seed, label=f"{m}{tag}", positions=policy))
-    if "fastv" in p.methods:
+    if fastv_rows:
         moved = (f" (FastV's own K={FASTV_PAPER_K} is refused for this model; {fastv_k} is the nearest K the "
                  "engine accepts)" if p.fastv_k is None and fastv_k != FASTV_PAPER_K else "")
         notices.append(
             f"FastV ran with K={fastv_k}, R={p.fastv_ratio:g}{moved}; the paper's Table 2 FastV TFLOPs match "
             "K=3, R=0.5 for 13B and NeXT, and no single K for 7B"
+        )  # fmt: skip
+    if "fastv-mask" in p.methods:
+        notices.append(
+            "fastv-mask is FastV's masking implementation: every token is computed and cached in every layer "
+            "(its FLOPs are the baseline's), the pruned vision tokens are only masked out as keys; the paper's "
+            "FastV FLOPs are the in-place figure (the fastv row), its FastV memory figures this row's"
         )  # fmt: skip
     return specs, (k if p.needs_k else None), entry_task, notices
 
@@ -839,10 +856,16 @@ def not_pruned(spec: MethodSpec, outcome: RunOutcome, index: int) -> str | None:
     """
     if not spec.prunes or spec.k is None or spec.k >= int(outcome.n_layers or 0):
         return None
-    if spec.name == "fastv" and not spec.ratio:
+    if spec.name in FASTV_ROWS and not spec.ratio:
         return None  # R = 0 prunes nothing by request
     if outcome.kept_tokens is None:
         return f"did not withdraw on sample {index + 1}: the engine saw no prefill with vision tokens"
+    if spec.name == "fastv-mask" and outcome.kept_tokens >= outcome.prompt_tokens:
+        # it keeps every row; kept_tokens counts the keys layers >= K let other tokens attend to
+        return (
+            f"masked nothing on sample {index + 1}: layers >= K={spec.k} let every one of the "
+            f"{outcome.prompt_tokens} prompt tokens be attended to, so this row ran as the baseline"
+        )
     if outcome.kept_tokens >= outcome.prompt_tokens:
         return (
             f"did not withdraw on sample {index + 1}: layers >= K={spec.k} saw all {outcome.prompt_tokens} "
@@ -892,8 +915,8 @@ def summarize(
         "k_list": list(p.ks) if p.ks and len(p.ks) > 1 else None,
         "k_range": next((list(sp.k_range) for sp in specs if sp.k_range is not None), None),
         "positions": list(p.positions),
-        "fastv_k": next((sp.k for sp in specs if sp.name == "fastv"), None),
-        "fastv_ratio": p.fastv_ratio if "fastv" in p.methods else None,
+        "fastv_k": next((sp.k for sp in specs if sp.name in FASTV_ROWS), None),
+        "fastv_ratio": p.fastv_ratio if any(m in p.methods for m in FASTV_ROWS) else None,
         "profile": str(p.profile) if p.profile else None,
         "profile_task": setup.entry_task,
         "max_new_tokens": setup.gen["max_new_tokens"],
@@ -1479,6 +1502,10 @@ def _row_tflops(spec, ok, avg_s, avg_vis, hidden, n_layers, exact, loaded) -> tu
         return formula, exact_t
     method = ENGINE_OF.get(spec.name, spec.name)
     ratio = spec.ratio if spec.ratio is not None else 0.5
+    if method == "fastv-mask":
+        # every token runs through every layer (only keys are masked): what it computes is the baseline
+        formula = prefill_tflops("baseline", s=avg_s, n_vis=avg_vis, hidden_size=hidden, num_layers=n_layers)
+        return formula, (exact.tflops("baseline", None, None) if exact else None)
     if spec.k_range is not None:
         ks = [o.k for o in ok if o.k is not None]
         if not ks:

@@ -448,7 +448,7 @@ def budget_run(p: Any, setup: Any, *, progress: Callable[[int, int, str], None] 
         meter.release()
         geo = Geometry.from_config(loaded.model.config, element_size=loaded.model.dtype.itemsize, attn=loaded.attn)
         for spec in specs:
-            modelled = {"white": "vtw"}.get(spec.name, spec.name)  # white withdraws like vtw
+            modelled = {"white": "vtw", "fastv-mask": "baseline"}.get(spec.name, spec.name)  # white withdraws like vtw; fastv-mask caches all
             pred = None
             if modelled in ("baseline", "vtw", "fastv", "rand"):
                 pred = predict(geo, modelled, prompt_tokens=width, vision_tokens=vision,

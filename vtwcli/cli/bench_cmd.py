@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         ),
         methods: str = typer.Option(
             "baseline,fastv,vtw", "--methods",
-            help="Comma-separated rows: baseline, fastv, vtw, rand, and the paper's ablations noimage (image removed), "
+            help="Comma-separated rows: baseline, fastv, fastv-mask (FastV's masking implementation: full cache), vtw, "
+                 "rand, and the paper's ablations noimage (image removed), "
                  "white (white image, withdrawn at K), random-k (K drawn per sample).",
         ),
         k: str = typer.Option(

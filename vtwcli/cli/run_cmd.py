@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             None, "--k", "-k", help="Decoder layers that see the vision tokens (overrides the profile)."
         ),
         method: str = typer.Option(
-            None, "--method", help="baseline | vtw | fastv (default: vtw with a K, else baseline)."
+            None, "--method", help="baseline | vtw | fastv | fastv-mask (default: vtw with a K, else baseline)."
         ),
         image: list[Path] = typer.Option(None, "--image", "-i", help="Image file (repeat for several)."),
         video: Path = typer.Option(

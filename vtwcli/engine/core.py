@@ -11,6 +11,11 @@ unmodified model minus the withdrawn tokens. Attention layers >= K get the model
 restricted to the kept tokens with every limit on original positions (vtwcli/engine/masks.py);
 linear-attention and convolution layers >= K run on the kept tokens only (their state never
 holds a withdrawn token); DeepStack injections into layers >= K are dropped.
+
+``fastv-mask`` is FastV's own masking implementation: the same kept set as ``fastv``, but layers
+>= K run on, and cache, every token; the pruned vision tokens are masked out as keys (each is
+still its own key, so no mask row is empty) in prefill and every decode step. The kept tokens
+see exactly what they see under ``fastv``; the cache is the baseline's.
 """
 
 from __future__ import annotations
@@ -32,7 +37,11 @@ from vtwcli.errors import (
     UsageError,
 )
 
-METHODS = ("vtw", "fastv", "rand")
+METHODS = ("vtw", "fastv", "fastv-mask", "rand")
+# the methods that rank vision tokens by layer K-1's attention (the same kept set)
+FASTV_METHODS = ("fastv", "fastv-mask")
+# the methods that keep every row in layers >= K and mask the pruned ones out as keys
+MASK_METHODS = ("fastv-mask",)
 _PIXEL_KWARGS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
 # the attribute that marks a model as patched (checked before anything is attached)
 _ATTR = "_vtw_engine"
@@ -44,7 +53,8 @@ class PrefillStats:
     """What the last prefill (a call with vision tokens and an empty cache) did, per row.
 
     ``length``: real (non-padding) tokens; ``vision``: vision tokens among them; ``kept``:
-    tokens that layers >= K saw (``length`` when K = N); ``keep_mask``: [B, L] bool over the
+    tokens that layers >= K saw (``length`` when K = N; for ``fastv-mask``, which computes
+    every row there, the tokens other rows may attend to); ``keep_mask``: [B, L] bool over the
     call's positions (True = seen by layers >= K), on the CPU.
     """
 
@@ -83,6 +93,8 @@ class _Timeline:
     # read by a KV-shared layer >= K that attends to the keys of a layer < K
     full_keep: torch.Tensor | None = None
     full_blocks: torch.Tensor | None = None
+    # fastv-mask: [B, S] the slots any query may attend to (a pruned slot: its own query only)
+    keys: torch.Tensor | None = None
 
 
 @dataclass
@@ -120,6 +132,11 @@ class EngineHandle:
     @property
     def withdraws(self) -> bool:
         return self.k < self.num_layers
+
+    @property
+    def masks_only(self) -> bool:
+        """Layers >= K keep every row and mask the pruned ones out as keys (``fastv-mask``)."""
+        return self.method in MASK_METHODS
 
     def remove(self) -> None:
         for h in self._hooks:
@@ -232,14 +249,17 @@ class EngineHandle:
         if call.vision is not None:
             keep = self._choose(call)
             keep_full = keep & call.valid
-            index, filled = select.right_aligned_index(keep)
-            rows_valid = filled & call.valid.gather(1, index)
-            if blocks is not None:
-                blocks = torch.where(filled, blocks.to(index.device).gather(1, index), -1)
             stats = self.last_prefill
-            stats.kept = rows_valid.sum(1).tolist()
             stats.keep_mask = keep.cpu()
-            batch, length = index.shape
+            if self.masks_only:
+                stats.kept = keep_full.sum(1).tolist()
+            else:
+                index, filled = select.right_aligned_index(keep)
+                rows_valid = filled & call.valid.gather(1, index)
+                if blocks is not None:
+                    blocks = torch.where(filled, blocks.to(index.device).gather(1, index), -1)
+                stats.kept = rows_valid.sum(1).tolist()
+                batch, length = index.shape
         pos = positions.timeline_positions(index, call.past, batch, length, rows_valid.device)
         device = rows_valid.device
         if blocks is None:
@@ -253,18 +273,22 @@ class EngineHandle:
             ones = torch.ones(batch, call.past, dtype=torch.bool, device=device)
             none = torch.full((batch, call.past), -1, dtype=torch.long, device=device)
             prev = _Timeline(valid=ones, pos=torch.arange(call.past, device=device).expand(batch, -1), blocks=none,
-                             full_length=call.past, full_keep=ones, full_blocks=none)
+                             full_length=call.past, full_keep=ones, full_blocks=none,
+                             keys=ones if self.masks_only else None)
         full_length = call.past + call.valid.shape[1]
+        # fastv-mask: every row stays; the keys other queries may see are the kept ones
+        keys = keep_full.to(device) if self.masks_only else None
         if prev is not None:
             timeline = _Timeline(
                 valid=torch.cat([prev.valid, rows_valid], 1), pos=torch.cat([prev.pos, pos], 1),
                 blocks=torch.cat([prev.blocks, blocks.to(device)], 1), full_length=full_length,
                 full_keep=torch.cat([prev.full_keep, keep_full.to(device)], 1),
                 full_blocks=torch.cat([prev.full_blocks, call_blocks.to(device)], 1),
+                keys=None if keys is None else torch.cat([prev.keys, keys], 1),
             )
         else:
             timeline = _Timeline(valid=rows_valid, pos=pos, blocks=blocks, full_length=full_length,
-                                 full_keep=keep_full.to(device), full_blocks=call_blocks.to(device))
+                                 full_keep=keep_full.to(device), full_blocks=call_blocks.to(device), keys=keys)
         self._timeline = timeline if call.cache is not None else None
         call.index, call.rows_valid = index, rows_valid
         call.masks["timeline"] = timeline
@@ -337,6 +361,7 @@ class EngineHandle:
             mask = withdrawn_mask(
                 text_cfg, kind, hidden, timeline.valid, timeline.pos, blocks, call.cache, size_idx,
                 window=getattr(text_cfg, "sliding_window", None), window_over_blocks=self.arch.window_over_blocks,
+                keys=timeline.keys,
             )
         masks[kind] = mask
         return mask
@@ -365,6 +390,10 @@ class EngineHandle:
         if kind == SLIDING:
             window = self.arch.text_config(self.model.config).sliding_window
             allowed = allowed & (qpos[:, :, None] - kpos[None, None, :] < window)
+        if self.masks_only:
+            # fastv-mask: a pruned row is still a query; it sees its own key (no empty mask row)
+            real = timeline.valid[:, -q:].to(device)[:, :, None]
+            allowed = allowed | ((kpos[None, None, :] == qpos[:, :, None]) & real)
         allowed = allowed[:, None]  # [B, 1, q, kv]
         impl = self.arch.text_config(self.model.config)._attn_implementation
         if impl == "eager":
@@ -383,6 +412,7 @@ class EngineHandle:
             return select.keep_vtw(call.valid, call.vision)
         if self.method == "rand":
             return select.keep_rand(call.valid, call.vision, self.seed)
+        # fastv and fastv-mask
         if self._scores is None:
             raise RuntimeError("fastv: layer K-1 attention was not recorded (internal error)")
         return select.keep_fastv(call.valid, call.vision, self._scores, self.ratio)
@@ -580,9 +610,22 @@ def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[st
             f"vtw: with {impl}, this {arch.family} model's sliding windows and bidirectional blocks would count "
             "kept positions instead of original ones after withdrawal; load it with attn='sdpa' or 'eager'."
         )
-    if method == "fastv" and kinds[k - 1] == RECURRENT:
+    if method in MASK_METHODS:
+        recurrent = [i for i in range(k, n) if kinds[i] == RECURRENT]
+        if recurrent:
+            raise UsageError(
+                f"vtw: {method} masks the pruned vision tokens out of the attention of layers >= K, but layers "
+                f"{', '.join(map(str, recurrent))} of this {arch.family} model have no attention (linear attention "
+                f"or convolution) and cannot mask a token out; choose K > {recurrent[-1]} or use --method fastv."
+            )
+        if impl not in ("eager", "sdpa"):
+            raise UsageError(
+                f"vtw: {method} masks pruned tokens with a 4D attention mask, which {impl} does not take; "
+                "load the model with attn='sdpa' or 'eager', or use --method fastv."
+            )
+    if method in FASTV_METHODS and kinds[k - 1] == RECURRENT:
         raise UsageError(
-            f"vtw: fastv ranks vision tokens by layer K-1's attention, but layer {k - 1} of this {arch.family} "
+            f"vtw: {method} ranks vision tokens by layer K-1's attention, but layer {k - 1} of this {arch.family} "
             "model has no attention (linear attention or convolution); choose a K whose previous layer attends."
         )
     return kinds
@@ -612,10 +655,15 @@ def apply(
         )
     if method not in METHODS:
         raise UsageError(f"vtw: unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    if method == "fastv" and not 0.0 <= float(ratio) <= 1.0:
-        raise UsageError(f"vtw: fastv ratio must be between 0 and 1 (share of vision tokens pruned), got {ratio}.")
+    if method in FASTV_METHODS and not 0.0 <= float(ratio) <= 1.0:
+        raise UsageError(f"vtw: {method} ratio must be between 0 and 1 (share of vision tokens pruned), got {ratio}.")
     if positions not in _positions.POLICIES:
         raise UsageError(f"vtw: positions must be one of {', '.join(_positions.POLICIES)}, got {positions!r}.")
+    if method in MASK_METHODS and positions != "keep":
+        raise UsageError(
+            f"vtw: {method} keeps every token in layers >= K, so there is nothing to renumber; "
+            f"positions='{positions}' goes with vtw, fastv or rand."
+        )
     rotary = None
     if positions == "rearrange":
         rotary = _positions.rotary_module(arch.text_model(model))
@@ -649,7 +697,7 @@ def apply(
         if k < n:
             for i in range(k, n):
                 hooks.append(layers[i].register_forward_pre_hook(handle._on_withdrawn_layer(i), with_kwargs=True))
-            if method == "fastv":
+            if method in FASTV_METHODS:
                 attn = layers[k - 1].self_attn
                 hooks.append(attn.register_forward_pre_hook(handle._arm_probe, with_kwargs=True))
                 hooks.append(attn.register_forward_hook(handle._disarm_probe, always_call=True))

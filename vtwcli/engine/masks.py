@@ -12,7 +12,10 @@ mask functions that read them:
 - bidirectional blocks (Gemma 3 image blocks, PaliGemma's prefix): slots of the same block;
 - recurrent layers (linear attention, short convolutions) take a 2D padding mask of this
   call's kept rows (None when nothing is padding), as transformers' own
-  ``create_recurrent_attention_mask`` does.
+  ``create_recurrent_attention_mask`` does;
+- FastV's masking variant (``fastv-mask``) keeps every row: ``keys`` marks the slots other
+  queries may attend to (a pruned slot is still seen by its own query, so no row of the
+  mask is ever empty and nothing becomes NaN).
 
 transformers renamed ``create_causal_mask``'s cache argument from ``past_key_values`` (up to
 5.23) to ``cache`` (5.24); this is the one place that knows. Always an explicit 2D validity mask
@@ -95,10 +98,12 @@ def withdrawn_mask(
     layer_idx: int,
     window: int | None = None,
     window_over_blocks: bool = True,
+    keys: torch.Tensor | None = None,
 ):
     """The attention mask of a layer >= K (kind ``full`` or ``sliding``) for this call's
     ``hidden`` rows ([B, T, .]). ``valid``/``pos``/``blocks``: [B, S] over the key slots of the
-    withdrawn timeline (every call so far, this one last)."""
+    withdrawn timeline (every call so far, this one last). ``keys`` ([B, S] bool, optional):
+    the slots any query may attend to; a slot outside it is attended to by its own query only."""
     from transformers.masking_utils import create_causal_mask
 
     width = _kv_extent(kv_cache, hidden.shape[1], layer_idx, valid.shape[1])
@@ -129,6 +134,15 @@ def withdrawn_mask(
             and_fn = in_window
     elif kind != FULL:
         raise ValueError(f"no attention mask for a {kind} layer")
+    if keys is not None:
+        keys = _pad_to(keys.to(device), width, False)
+        limit = and_fn
+
+        def and_fn(batch_idx, head_idx, q_idx, kv_idx):
+            # after causal, window and blocks (the and-functions apply last): a hidden slot is
+            # hidden from every query but its own, whatever block it shares
+            seen = keys[batch_idx, kv_idx] | (q_idx == kv_idx)
+            return seen if limit is None else seen & limit(batch_idx, head_idx, q_idx, kv_idx)
     kwargs = {
         "config": config,
         "inputs_embeds": hidden,
