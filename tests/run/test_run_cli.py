@@ -208,3 +208,18 @@ def test_video_on_an_image_model(files):
         for packet in stream.encode():
             out.mux(packet)
     _one_line_error(run("run", "--video", path, "--prompt", "x"), "does not take videos")
+
+
+def test_method_fastv_mask_runs_fastvs_masking_implementation(files, testbed):
+    import vtwcli
+
+    prompt = "what colour is the square ?"
+    res = run("run", "--image", files / "red.png", "--prompt", prompt, "--method", "fastv-mask", "--k", 2,
+              "--max-new-tokens", 2, "--json", "-")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (out["k"], out["method"]) == (2, "fastv-mask")
+    inputs = testbed.prepare([prompt], images=[[files / "red.png"]])
+    with vtwcli.withdraw(testbed.model, 2, method="fastv-mask", ratio=0.5) as handle:
+        assert out["answer"] == testbed.generate(inputs, max_new_tokens=2)[0]
+        assert handle.last_prefill.kept[0] < handle.last_prefill.length[0]  # it masked tokens out

@@ -614,9 +614,10 @@ def _layer_plan(arch: ArchRecord, model, k: int, n: int, method: str) -> list[st
         recurrent = [i for i in range(k, n) if kinds[i] == RECURRENT]
         if recurrent:
             raise UsageError(
-                f"vtw: {method} masks the pruned vision tokens out of the attention of layers >= K, but layers "
-                f"{', '.join(map(str, recurrent))} of this {arch.family} model have no attention (linear attention "
-                f"or convolution) and cannot mask a token out; choose K > {recurrent[-1]} or use --method fastv."
+                f"vtw: {method} masks the pruned vision tokens out of the attention of layers >= K, but "
+                f"{'layer' if len(recurrent) == 1 else 'layers'} {', '.join(map(str, recurrent))} of this "
+                f"{arch.family} model {'has' if len(recurrent) == 1 else 'have'} no attention (linear attention or "
+                f"convolution) and cannot mask a token out; choose K > {recurrent[-1]} or use --method fastv."
             )
         if impl not in ("eager", "sdpa"):
             raise UsageError(

@@ -1,0 +1,193 @@
+"""Conformance of ``fastv-mask`` (FastV's masking implementation) on the tiny families.
+
+reference.py already is a masking implementation: the unmodified model, cache-free, with the
+pruned tokens' key columns masked in every attention layer >= K for every query but their own.
+So here every row, pruned ones included, must equal the reference (in-place fastv can only be
+checked on its kept rows), every layer's cache holds the whole timeline, and a decoder with a
+layer after K that has no attention is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import families as F
+import pytest
+import reference as R
+import torch
+
+import vtwcli
+from vtwcli.archs import VERIFIED, records
+from vtwcli.errors import UsageError
+
+torch.set_num_threads(1)
+N = 4
+ATOL = 2e-4
+MOVES = 0.05  # half the vision tokens kept: the logits move less than with VTW, still far past ATOL
+RATIO = 0.5
+SUPPRESS = list(range(F.TEXT_HIGH, F.VOCAB))
+
+ATTENTION_ONLY = [r.model_type for r in records() if r.status == VERIFIED and r.model_type in F.FAMILIES
+                  and not F.FAMILIES[r.model_type].mixers]
+FAMS = [pytest.param(t, id=t) for t in ATTENTION_ONLY]
+# decode and padding on the families with the most machinery: DeepStack and M-RoPE, sliding windows
+# with bidirectional image blocks, KV-shared layers with per-layer inputs, a bidirectional prefix,
+# per-layer rotary tables
+DECODE = [pytest.param(t, id=t) for t in ("qwen3_vl", "gemma3", "gemma4", "paligemma", "molmo2")]
+ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
+
+
+@functools.lru_cache(maxsize=4)
+def _model(model_type: str, attn: str):
+    return F.build(model_type, attn, num_layers=N)
+
+
+def model(model_type: str, attn: str = "eager"):
+    fam = F.FAMILIES[model_type]
+    reason = F.missing(fam) or fam.no_attn.get(attn)
+    if reason:
+        pytest.skip(reason)
+    return _model(model_type, attn)
+
+
+def ks(model_type: str) -> list[int]:
+    return sorted({F.FAMILIES[model_type].min_k, N - 1})
+
+
+def _ref(mt, batch, k, drop, m=None):
+    fam = F.FAMILIES[mt]
+    m = m if m is not None else model(mt, "eager")
+    return R.reference_logits(m, batch, k, drop, mixers=fam.mixers, deepstack=fam.deepstack)
+
+
+def _gen(m, batch, n):
+    return m.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False, return_dict_in_generate=True,
+                      suppress_tokens=SUPPRESS)
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", FAMS)
+@torch.no_grad()
+def test_every_row_of_the_prefill_equals_the_masking_reference(mt, attn):
+    m = model(mt, attn)
+    batch = F.inputs(m, rows=(2,))
+    vision = F.vision_mask(batch)
+    full = _ref(mt, batch, N, None)
+    for k in ks(mt):
+        with vtwcli.withdraw(m, k=k, method="fastv", ratio=RATIO) as handle:
+            inplace_last = m(**batch).logits[0, -1]
+            inplace_keep = handle.last_prefill.keep_mask
+        with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO) as handle:
+            got = m(**batch).logits
+        keep = handle.last_prefill.keep_mask
+        assert torch.equal(keep, inplace_keep), "the same kept set as in-place fastv"
+        pruned = vision & ~keep
+        assert bool(pruned.any()) and bool((vision & keep).any())
+        assert handle.last_prefill.kept == [int(keep.sum())]
+        expected = _ref(mt, batch, k, pruned)
+        assert got.shape == expected.shape and bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=0, msg=f"K={k}")
+        # the last token sees what it sees under in-place fastv
+        torch.testing.assert_close(got[0, -1], inplace_last, atol=ATOL, rtol=0)
+        moved = (expected[0, -1] - full[0, -1]).abs().max()
+        assert moved > MOVES, f"K={k}: pruning moved the last logits by only {moved:.3g}"
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", DECODE)
+@torch.no_grad()
+def test_cached_greedy_decoding_equals_the_cache_free_reference_with_a_full_cache(mt, attn):
+    m = model(mt, attn)
+    k = ks(mt)[0]
+    batch = F.inputs(m, rows=(0,))
+    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO) as handle:
+        m(**batch)
+        pruned = F.vision_mask(batch) & ~handle.last_prefill.keep_mask
+    prompt_len = pruned.shape[1]
+    assert bool(pruned.any())
+    steps = 6
+    expected, cur = [], batch
+    for _ in range(steps):
+        drop = torch.cat([pruned, pruned.new_zeros(1, cur["input_ids"].shape[1] - prompt_len)], 1)
+        expected.append(int(_ref(mt, cur, k, drop)[0, -1, : F.TEXT_HIGH].argmax()))
+        cur = R.extend(cur, expected[-1], **F.extend_kwargs(mt))
+    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO):
+        out = _gen(m, batch, steps)
+    assert out.sequences[0, prompt_len:].tolist() == expected
+
+    # every attention layer's cache holds the whole timeline (the baseline's), before and after K
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    base = _gen(m, batch, steps)
+    base_cache = base.cache if getattr(base, "cache", None) is not None else base.past_key_values
+    seen = steps - 1
+    checked = 0
+    for i, (layer, ref_layer) in enumerate(zip(cache.layers, base_cache.layers, strict=True)):
+        if not hasattr(layer, "get_seq_length"):
+            continue  # a KV-shared layer owns no cache entry
+        assert layer.get_seq_length() == ref_layer.get_seq_length() == prompt_len + seen, f"layer {i}"
+        assert layer.keys.shape == ref_layer.keys.shape, f"layer {i}"
+        checked += int(i >= k)
+    assert checked > 0
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("mt", DECODE)
+@torch.no_grad()
+def test_each_row_of_a_left_padded_batch_equals_that_prompt_alone(mt, attn):
+    m = model(mt, attn)
+    k = ks(mt)[0]
+    variants = (0, 1, 2)
+    batch = F.inputs(m, rows=variants)
+    base = m(**batch).logits[:, -1]
+    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO) as handle:
+        logits = m(**batch).logits[:, -1]
+        seqs = _gen(m, batch, 4).sequences
+        kept = handle.last_prefill.kept
+        for b, v in enumerate(variants):
+            alone = F.inputs(m, rows=(v,))
+            torch.testing.assert_close(logits[b], m(**alone).logits[0, -1], atol=ATOL, rtol=0)
+            assert handle.last_prefill.kept == [kept[b]]
+            new_alone = _gen(m, alone, 4).sequences[0, alone["input_ids"].shape[1]:]
+            assert seqs[b, batch["input_ids"].shape[1]:].tolist() == new_alone.tolist()
+    assert (logits - base).abs().max() > MOVES
+
+
+def _config_only(model_type, types=None):
+    stub = torch.nn.Module()
+    stub.config = F.FAMILIES[model_type].make_config(N)
+    text = stub.config.get_text_config(decoder=True)
+    text._attn_implementation = "eager"
+    if types is not None:
+        text.layer_types = types
+    return stub
+
+
+@pytest.mark.parametrize("mt", ["qwen3_5", "lfm2_vl"])
+def test_a_layer_without_attention_after_k_is_refused(mt):
+    if F.missing(F.FAMILIES[mt]):
+        pytest.skip(F.missing(F.FAMILIES[mt]))
+    stub = _config_only(mt)
+    k = 2 if mt == "qwen3_5" else 1  # layer K-1 attends, a later one does not
+    after = "layer 2 " if mt == "qwen3_5" else "layers 1, 3 "
+    with pytest.raises(UsageError, match=f"fastv-mask masks .*{after}.*cannot mask a token out.*--method fastv"):
+        vtwcli.withdraw(stub, k=k, method="fastv-mask").__enter__()
+    assert k in vtwcli.engine.accepted_ks(stub, "fastv")  # in-place fastv runs them on the kept rows
+    assert vtwcli.engine.accepted_ks(stub, "fastv-mask") == [N]
+
+
+@torch.no_grad()
+def test_a_hybrid_whose_layers_without_attention_all_come_before_k_runs(monkeypatch):
+    fam = F.FAMILIES["qwen3_5"]
+    if F.missing(fam):
+        pytest.skip(F.missing(fam))
+    monkeypatch.setattr(F, "_qwen3_5_types", lambda n: ["linear_attention"] + ["full_attention"] * (n - 1))
+    m = F.build("qwen3_5", "eager", num_layers=N)
+    assert R.layer_types(m)[0] == "linear_attention"
+    batch = F.inputs(m, rows=(2,))
+    with vtwcli.withdraw(m, k=2, method="fastv-mask", ratio=RATIO) as handle:
+        got = m(**batch).logits
+    pruned = F.vision_mask(batch) & ~handle.last_prefill.keep_mask
+    assert bool(pruned.any())
+    expected = _ref("qwen3_5", batch, 2, pruned, m=m)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    assert (expected[0, -1] - _ref("qwen3_5", batch, N, None, m=m)[0, -1]).abs().max() > MOVES
