@@ -181,3 +181,22 @@ def test_an_attention_kernel_without_4d_masks_is_refused(monkeypatch):
         vtwcli.withdraw(model, k=K, method="fastv-mask").__enter__()
     with pytest.raises(UsageError, match="fastv-mask ratio must be between 0 and 1"):
         vtwcli.withdraw(model, k=K, method="fastv-mask", ratio=1.5).__enter__()
+
+
+@pytest.mark.parametrize("method", ["fastv", "fastv-mask"])
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_a_static_cache_ranks_and_generates_what_the_dynamic_cache_does(arch, attn, method):
+    # a static cache hands the attention kernel its whole (longer) buffer: FastV's ranking must
+    # read this call's slots of it, not its tail
+    model = S.make(arch, attn)
+    batch = S.inputs(model, rows=(0, 1))
+    with vtwcli.withdraw(model, k=K, method=method, ratio=RATIO) as handle:
+        dynamic = _generate(model, batch, 4).sequences
+        keep_dynamic = handle.last_prefill.keep_mask
+        static = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False,
+                                cache_implementation="static")
+        keep_static = handle.last_prefill.keep_mask
+    assert torch.equal(keep_static, keep_dynamic)
+    assert torch.equal(static, dynamic)

@@ -433,7 +433,8 @@ class EngineHandle:
         call = self._call
         length = call.valid.shape[1]
         q = query[:, :, -1].float()  # [B, H, D]
-        keys = key[:, :, -length:].float()  # this call's keys only
+        # this call's keys only: its slots past..past+length (a static cache's buffer is longer)
+        keys = key[:, :, call.past : call.past + length].float()
         groups = q.shape[1] // keys.shape[1]
         keys = keys.repeat_interleave(groups, dim=1)
         logits = torch.einsum("bhd,bhkd->bhk", q, keys) * scaling
