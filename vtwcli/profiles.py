@@ -20,7 +20,7 @@ from vtwcli.fileio import write_atomic
 
 SCHEMA_VERSION = 1
 KIND = "vtw-profile"
-KNOWN_METHODS = ("vtw", "fastv", "rand", "baseline")
+KNOWN_METHODS = ("vtw", "fastv", "fastv-mask", "rand", "baseline")
 
 
 @dataclass

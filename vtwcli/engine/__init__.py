@@ -7,8 +7,10 @@
 
 ``apply(model, k, ...)`` returns the same :class:`EngineHandle` for long-lived use
 (``handle.remove()`` detaches it, idempotent). Methods: ``vtw`` (the paper), ``fastv``
-(prune the (R = ``ratio``) least-attended vision tokens at layer K) and ``rand`` (drop as many
-random prompt tokens as there are vision tokens, seeded). See docs/engine.md.
+(prune the (R = ``ratio``) least-attended vision tokens at layer K), ``fastv-mask`` (FastV's
+masking implementation: the same kept set, every token computed and cached, the pruned ones
+masked out as keys) and ``rand`` (drop as many random prompt tokens as there are vision tokens,
+seeded). See docs/engine.md.
 """
 
 from __future__ import annotations

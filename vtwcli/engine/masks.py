@@ -134,15 +134,6 @@ def withdrawn_mask(
             and_fn = in_window
     elif kind != FULL:
         raise ValueError(f"no attention mask for a {kind} layer")
-    if keys is not None:
-        keys = _pad_to(keys.to(device), width, False)
-        limit = and_fn
-
-        def and_fn(batch_idx, head_idx, q_idx, kv_idx):
-            # after causal, window and blocks (the and-functions apply last): a hidden slot is
-            # hidden from every query but its own, whatever block it shares
-            seen = keys[batch_idx, kv_idx] | (q_idx == kv_idx)
-            return seen if limit is None else seen & limit(batch_idx, head_idx, q_idx, kv_idx)
     kwargs = {
         "config": config,
         "inputs_embeds": hidden,
@@ -155,7 +146,31 @@ def withdrawn_mask(
         kwargs["or_mask_function"] = or_fn
     if and_fn is not None:
         kwargs["and_mask_function"] = and_fn
-    return create_causal_mask(**kwargs)
+    mask = create_causal_mask(**kwargs)
+    if keys is not None:
+        mask = _hide_keys(mask, keys, hidden, kv_cache, layer_idx, valid.shape[1])
+    return mask
+
+
+def _hide_keys(mask, keys: torch.Tensor, hidden: torch.Tensor, kv_cache, layer_idx: int, total: int):
+    """``mask`` (an eager or sdpa mask of this call's rows, None for sdpa's plain causal case)
+    with every slot outside ``keys`` ([B, S] over the timeline) hidden from every query but
+    its own. Applied to the finished mask rather than as one more mask function, which would
+    send transformers down its slow (vmap) path for every layer kind at every decode step."""
+    q = hidden.shape[1]
+    device = hidden.device
+    kv_length, kv_offset = total, 0
+    if kv_cache is not None:
+        kv_length, kv_offset = (int(x) for x in kv_cache.get_mask_sizes(q, layer_idx))
+    q_abs = torch.arange(total - q, total, device=device)
+    kv_abs = torch.arange(kv_offset, kv_offset + kv_length, device=device)
+    keys = _pad_to(keys.to(device), kv_offset + kv_length, False)[:, kv_offset:]
+    seen = keys[:, None, None, :] | (kv_abs[None, None, None, :] == q_abs[None, None, :, None])  # [B, 1, q, kv]
+    if mask is None:  # sdpa left it to is_causal: no padding, causal only
+        return (kv_abs[None, :] <= q_abs[:, None])[None, None] & seen
+    if mask.dtype == torch.bool:
+        return mask & seen
+    return mask.masked_fill(~seen, torch.finfo(mask.dtype).min)
 
 
 def recurrent_mask(valid_call: torch.Tensor, like: torch.Tensor | None):
