@@ -37,7 +37,7 @@ from vtwcli.errors import (
     UsageError,
 )
 
-METHODS = ("vtw", "fastv", "fastv-mask", "rand")
+METHODS = ("vtw", "fastv", "rand", "fastv-mask")
 # the methods that rank vision tokens by layer K-1's attention (the same kept set)
 FASTV_METHODS = ("fastv", "fastv-mask")
 # the methods that keep every row in layers >= K and mask the pruned ones out as keys
