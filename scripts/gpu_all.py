@@ -11,7 +11,9 @@ GPU are estimates from the step sizes (no GPU run of this script has been timed 
   2. `vtw bench --random-init` (the library call behind it) on LLaVA-1.5-7B and LLaVA-NeXT-7B
      shapes, bf16, sdpa: baseline, FastV (K=2, R=0.5), VTW (K=16), methods interleaved,
      paired per-sample ratios with 95% intervals, peak and per-sample memory from torch and
-     NVML (measured in separate untimed runs): about 75 s per model, 150 s in all;
+     NVML (measured in separate untimed runs): about 75 s per model, 150 s in all; on
+     LLaVA-NeXT-7B also FastV's masking implementation (`fastv-mask`, every token cached:
+     the paper's FastV memory row), about 20 s more;
   3. throughput, `vtw bench` on LLaVA-1.5-7B, bf16, sdpa (the same settings as
      scripts/gpu_throughput.sh, sized down): batch 8 over 24 samples (3 batches) with tokens/s
      paired per batch, then baseline's and VTW's largest batch within a 24 GiB memory budget
@@ -53,6 +55,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("llava-1.5-7b", "llava-next-7b")
+PAPER_MEMORY_MODEL = "llava-next-7b"  # the paper's memory table (Table 4)
 PAPER_NEXT_MEMORY_RATIO = 0.65
 PREFILL_GAP = 0.05
 MEMORY_GAP = 0.02
@@ -165,9 +168,12 @@ def bench_one(model: str, attn: str, args, out: Path) -> dict:
     loaded = load(model, attn, args.dry_run)
     n = int(loaded.num_layers)
     k = max(1, n // 2)  # the paper's K=16 of 32
+    methods = ("baseline", "fastv", "vtw")
+    if model == PAPER_MEMORY_MODEL and attn in ("sdpa", "eager"):
+        methods += ("fastv-mask",)  # the paper's FastV memory (Table 4); flash-attention takes no 4D mask
     try:
         result = bench(
-            loaded, random_init=True, methods=("baseline", "fastv", "vtw"), k=k, fastv_k=min(2, n), fastv_ratio=0.5,
+            loaded, random_init=True, methods=methods, k=k, fastv_k=min(2, n), fastv_ratio=0.5,
             limit=args.samples, max_new_tokens=args.new_tokens, warmup=1, seed=0, log_samples=True,
         )  # fmt: skip
     finally:
@@ -195,6 +201,8 @@ def summarize_bench(model: str, attn: str, result) -> dict:
         "peak_mem_bytes": {m: r.peak_mem_bytes for m, r in rows.items()},
         "per_sample_mem_bytes": {m: r.per_sample_mem_bytes for m, r in rows.items()},
         "fastv_flops_ratio": fastv.tflops_ratio if fastv else None,
+        "fastv_per_sample_mem_ratio": fastv.per_sample_mem_ratio if fastv else None,
+        "fastv_mask_per_sample_mem_ratio": rows["fastv-mask"].per_sample_mem_ratio if "fastv-mask" in rows else None,
         "errors": {m: r.error for m, r in rows.items() if r.error},
     }  # fmt: skip
     targets = {}
@@ -344,6 +352,13 @@ def markdown(summary: dict) -> str:
             f"| {f(pre.get('median'))} [{ci[0]:.3f}, {ci[1]:.3f}] | {f(b['kv_ratio'])} | {f(b['per_sample_mem_ratio'])} "
             f"| {f(b['nvml_per_sample_ratio'])} | {marks} |"
         )
+    for b in summary.get("bench", []):
+        if "error" not in b and "fastv-mask/baseline" in b.get("paired", {}):
+            r = {k: "n/a" if b.get(k) is None else f"{b[k]:.3f}"
+                 for k in ("fastv_per_sample_mem_ratio", "fastv_mask_per_sample_mem_ratio", "per_sample_mem_ratio")}
+            lines.append(f"- {b['model']} {b['attn']}: per-sample memory x baseline: FastV in place "
+                         f"{r['fastv_per_sample_mem_ratio']}, FastV masking {r['fastv_mask_per_sample_mem_ratio']}, "
+                         f"VTW {r['per_sample_mem_ratio']} (paper, LLaVA-NeXT-7B: FastV 1.00, VTW 0.65)")  # fmt: skip
     for s in summary.get("skipped", []):
         lines.append(f"- skipped: {s}")
     cost = summary.get("sweep_cost")

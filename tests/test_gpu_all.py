@@ -22,7 +22,10 @@ def test_dry_run_writes_every_result_file(tmp_path):
     for b in summary["bench"]:
         assert "error" not in b, b
         assert b["vision_tokens"] == 576 and 0 < b["vtw_flops_ratio"] < 1
-        assert b["vtw_prefill"]["n"] == 2 and set(b["paired"]) == {"fastv/baseline", "vtw/baseline", "vtw/fastv"}
+        pairs = {"fastv/baseline", "vtw/baseline", "vtw/fastv"}
+        if b["model"] == "llava-next-7b":  # FastV's masking implementation too: the paper's FastV memory row
+            pairs.add("fastv-mask/baseline")
+        assert b["vtw_prefill"]["n"] == 2 and set(b["paired"]) == pairs
         assert (out / f"bench_{b['model']}_sdpa.json").is_file() and (out / f"bench_{b['model']}_sdpa.md").is_file()
     cost = summary["sweep_cost"]
     assert cost["fast"]["measured_forwards_per_sample"] > 0 and cost["slow"]["slow_formula_forwards_per_sample"] > 1
@@ -42,6 +45,7 @@ def test_dry_run_writes_every_result_file(tmp_path):
     assert batch["settings"]["batch_size"] == 2 and batch["task"]["samples"] == 4
     text = (out / "summary.md").read_text()
     assert "DRY RUN on CPU" in text and "| llava-next-7b | sdpa |" in text
+    assert "- llava-next-7b sdpa: per-sample memory x baseline: FastV in place n/a, FastV masking n/a" in text
     assert "- batch 2: VTW tokens/s" in text and "- budget 4.00 GiB: max batch baseline >=4" in text
 
 
