@@ -11,9 +11,9 @@ GPU are estimates from the step sizes (no GPU run of this script has been timed 
   2. `vtw bench --random-init` (the library call behind it) on LLaVA-1.5-7B and LLaVA-NeXT-7B
      shapes, bf16, sdpa: baseline, FastV (K=2, R=0.5), VTW (K=16), methods interleaved,
      paired per-sample ratios with 95% intervals, peak and per-sample memory from torch and
-     NVML (measured in separate untimed runs): about 75 s per model, 150 s in all; on
+     NVML (measured in separate untimed runs): about 75 s per model; on
      LLaVA-NeXT-7B also FastV's masking implementation (`fastv-mask`, every token cached:
-     the paper's FastV memory row), about 20 s more;
+     the paper's FastV memory row), about 20 s more: 170 s in all;
   3. throughput, `vtw bench` on LLaVA-1.5-7B, bf16, sdpa (the same settings as
      scripts/gpu_throughput.sh, sized down): batch 8 over 24 samples (3 batches) with tokens/s
      paired per batch, then baseline's and VTW's largest batch within a 24 GiB memory budget
@@ -30,8 +30,10 @@ GPU are estimates from the step sizes (no GPU run of this script has been timed 
      VTW tokens/s at batch 8 at least 1.3x the baseline's with the interval above 1; VTW's
      max batch within the budget at least 1.6x the baseline's).
 
-Steps 1-4 add up to about 410 s of the 420 s budget (100 + 150 + 120 + 40); with the install
-(about 2-3 minutes on a bare machine) the whole of scripts/gpu_all.sh stays within 10 minutes.
+Steps 1-4 add up to about 430 s against the 420 s budget (100 + 170 + 120 + 40): the
+throughput step takes only what leaves 40 s for step 4, so it gives up the difference; with the
+install (about 2-3 minutes on a bare machine) the whole of scripts/gpu_all.sh stays within 10
+minutes.
 
 `--dry-run` runs the same steps and the same library entry points on the CPU with tiny
 LLaVA-shaped models (the throughput runs on the bundled testbed), in seconds: it checks the
