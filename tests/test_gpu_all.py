@@ -24,7 +24,7 @@ def test_dry_run_writes_every_result_file(tmp_path):
         assert b["vision_tokens"] == 576 and 0 < b["vtw_flops_ratio"] < 1
         pairs = {"fastv/baseline", "vtw/baseline", "vtw/fastv"}
         if b["model"] == "llava-next-7b":  # FastV's masking implementation too: the paper's FastV memory row
-            pairs.add("fastv-mask/baseline")
+            pairs |= {"fastv-mask/baseline", "vtw/fastv-mask"}
         assert b["vtw_prefill"]["n"] == 2 and set(b["paired"]) == pairs
         assert (out / f"bench_{b['model']}_sdpa.json").is_file() and (out / f"bench_{b['model']}_sdpa.md").is_file()
     cost = summary["sweep_cost"]

@@ -54,6 +54,10 @@ def test_which_pairs_are_compared():
     assert pairs_to_compare(list(names), names) == [
         ("fastv", "baseline"), ("vtw", "baseline"), ("rand", "baseline"), ("vtw", "fastv"), ("rand", "fastv")]
     assert pairs_to_compare(["vtw"], {"vtw": "vtw"}) == []
+    # FastV's masking implementation is a FastV row too: VTW is compared with both
+    names = {"baseline": "baseline", "fastv": "fastv", "fastv-mask": "fastv-mask", "vtw": "vtw"}
+    assert pairs_to_compare(list(names), names) == [
+        ("fastv", "baseline"), ("fastv-mask", "baseline"), ("vtw", "baseline"), ("vtw", "fastv"), ("vtw", "fastv-mask")]
 
 
 def _run(prefill, decode, total, tokens):

@@ -78,9 +78,10 @@ def compare(values: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
 
 def pairs_to_compare(keys: Sequence[str], names: dict[str, str]) -> list[tuple[str, str]]:
     """Which rows are compared: every row against the baseline, and each withdrawing row
-    (VTW, rand) against each FastV row. ``names`` maps a row key to its method name."""
+    (VTW, rand) against each FastV row (in place and masking). ``names`` maps a row key to its
+    method name."""
     base = [k for k in keys if names[k] == "baseline"]
-    fastv = [k for k in keys if names[k] == "fastv"]
+    fastv = [k for k in keys if names[k] in ("fastv", "fastv-mask")]
     out: list[tuple[str, str]] = []
     for b in base:
         out += [(k, b) for k in keys if k != b]
