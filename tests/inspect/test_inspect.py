@@ -49,6 +49,17 @@ def test_library_withdraw_at_k_leaves_no_vision_share_after_k(testbed):
     assert vtwcli.engine.attached(testbed.model) is None  # detached afterwards
 
 
+def test_library_fastv_mask_equals_fastv_in_place(testbed):
+    """FastV's masking implementation keeps every key slot but masks the pruned half of the image:
+    the shares are in-place FastV's, and the kept half still draws attention after K."""
+    mask = vtwcli.inspect(testbed, "shapes", samples=2, k=3, withdraw=True, method="fastv-mask", ratio=0.5)
+    inplace = vtwcli.inspect(testbed, "shapes", samples=2, k=3, withdraw=True, method="fastv", ratio=0.5)
+    assert mask.engine == {"method": "fastv-mask", "k": 3, "ratio": 0.5}
+    for a, b in zip(mask.per_layer, inplace.per_layer, strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert all(mask.per_layer[j][1] > 0 for j in range(3, testbed.num_layers))
+
+
 def test_library_k_from_profile(testbed):
     r = vtwcli.inspect(testbed, "shapes", samples=1, profile=str(SHIPPED_PROFILE))
     assert r.k == 5 and "testbed.yaml" in r.k_source

@@ -145,3 +145,26 @@ def test_prompt_without_vision_is_refused():
     probe = AttentionProbe(model, get_arch(model))
     with pytest.raises(NoVisionTokensError, match="no image or video placeholder"):
         probe.sample(text_only_inputs(model)["input_ids"][0])
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_fastv_mask_shares_equal_in_place_fastv(arch, attn):
+    """FastV's masking implementation keeps every key slot in layers >= K and masks the pruned
+    vision tokens out: the output tokens see exactly the keys in-place FastV keeps, so the probe
+    (typing the full prompt there) gives in-place FastV's shares, and less vision than no engine."""
+    model = build_tiny_model(arch, attn=attn)
+    inputs = tiny_inputs(model, rows=(0,))
+    with withdraw(model, 2, method="fastv", ratio=0.5):
+        want, want_tokens = _probe(model, inputs, STEPS)
+    with withdraw(model, 2, method="fastv-mask", ratio=0.5):
+        got, got_tokens = _probe(model, inputs, STEPS)
+    plain, _ = _probe(model, inputs, STEPS)
+    assert got_tokens == want_tokens
+    assert torch.allclose(got.sum(-1), torch.ones_like(got.sum(-1)), atol=1e-5)
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    assert (got[:, 2:, 1] > 1e-4).all()  # the kept half of the image still draws attention
+    # at the prompt's last token (the replies may then differ): layers < K see the whole image as
+    # without the engine, layers >= K no longer see the pruned half
+    assert torch.allclose(got[0, :2], plain[0, :2], atol=1e-5)
+    assert not torch.allclose(plain[0, 2:], got[0, 2:], atol=1e-3)

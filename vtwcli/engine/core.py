@@ -453,7 +453,10 @@ def _install_probe(handle: EngineHandle, module) -> None:
     impl = module.config._attn_implementation
     had_local = impl in ALL_ATTENTION_FUNCTIONS._local_mapping
     previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(impl)
-    if impl == "eager" or impl not in ALL_ATTENTION_FUNCTIONS:
+    if had_local:
+        # someone's wrapper is installed (vtw inspect's probe, also for "eager"): call through it
+        real = previous
+    elif impl == "eager" or impl not in ALL_ATTENTION_FUNCTIONS:
         # "eager" is no registry key: each modeling file passes its own function as default
         real = sys.modules[type(module).__module__].eager_attention_forward
     else:

@@ -17,7 +17,7 @@ from vtwcli.errors import DatasetError, KOutOfRangeError, UsageError, k_below_on
 from vtwcli.inspect.probe import TYPES
 
 DEFAULT_SAMPLES = 50
-ENGINE_METHODS = ("vtw", "fastv", "rand")
+ENGINE_METHODS = ("vtw", "fastv", "rand", "fastv-mask")
 
 
 @dataclass
@@ -127,7 +127,7 @@ def inspect(
     answered greedily with the task's settings (``max_new_tokens`` overrides its length).
     ``k`` (else ``profile``'s K for ``task``, else the shipped ``profiles/<model>.yaml`` when
     there is one) is the K the pictures mark; ``withdraw=True`` also attaches the engine
-    (``method`` vtw, fastv with ``ratio``, or rand) at that K while recording, to show what
+    (``method`` vtw, fastv or fastv-mask with ``ratio``, or rand) at that K while recording, to show what
     the text tokens attend to after withdrawal.
     """
     import torch
@@ -259,7 +259,7 @@ def inspect(
         outputs_per_sample=layer_rows / max(n, 1),
         k=k,
         k_source=k_source,
-        engine={"method": method, "k": k, **({"ratio": ratio} if method == "fastv" else {})} if withdraw else None,
+        engine={"method": method, "k": k, **({"ratio": ratio} if method in ("fastv", "fastv-mask") else {})} if withdraw else None,
         per_sample=per_sample,
         seconds=seconds,
         max_new_tokens=int(gen["max_new_tokens"]),

@@ -26,7 +26,9 @@ cannot reproduce (attention sinks) is refused rather than reported wrong.
 
 With the withdrawal engine attached, layers >= K hold only the kept tokens; their key slots
 are typed from the engine's keep mask, so the shares show what the text tokens attend to
-after withdrawal (the vision share there is 0 for VTW).
+after withdrawal (the vision share there is 0 for VTW). With ``fastv-mask`` they hold every
+token and the pruned ones are masked out, so the prompt's own types apply; the mask gives the
+pruned keys no attention.
 """
 
 from __future__ import annotations
@@ -171,7 +173,8 @@ class AttentionProbe:
     def _key_types(self, j: int, n_keys: int, device) -> torch.Tensor:
         prefix = self._prompt_types
         engine = _engine(self.model)
-        if engine is not None and j >= engine.k and engine.withdraws:
+        # fastv-mask keeps every slot (the pruned ones masked out): the full prompt's types apply
+        if engine is not None and j >= engine.k and engine.withdraws and not engine.masks_only:
             if self._kept_types is None:
                 stats = engine.last_prefill
                 keep = None if stats is None else stats.keep_mask
