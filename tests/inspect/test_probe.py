@@ -168,3 +168,23 @@ def test_fastv_mask_shares_equal_in_place_fastv(arch, attn):
     # without the engine, layers >= K no longer see the pruned half
     assert torch.allclose(got[0, :2], plain[0, :2], atol=1e-5)
     assert not torch.allclose(plain[0, 2:], got[0, 2:], atol=1e-3)
+
+
+def test_a_layer_that_went_unrecorded_is_an_error_not_a_dropped_row():
+    """If an attention call bypasses the probe, the sample fails instead of losing that output token."""
+    model = build_tiny_model("llava", attn="sdpa")
+    inputs = tiny_inputs(model)
+    probe = AttentionProbe(model, get_arch(model))
+    with pytest.raises(RuntimeError, match=r"output token 0: the attention of layer\(s\) 1 was not recorded"):
+        with probe.sample(inputs["input_ids"][0]) as rec:
+            with torch.no_grad():
+                model(**inputs)
+            rec.shares[0][1] = None  # as if layer 1's call had gone past the probe
+    # an interrupted forward (an exception) still just drops the incomplete row
+    with pytest.raises(KeyboardInterrupt):
+        with probe.sample(inputs["input_ids"][0]) as rec:
+            with torch.no_grad():
+                model(**inputs)
+            rec.shares[0][1] = None
+            raise KeyboardInterrupt
+    assert rec.shares == []

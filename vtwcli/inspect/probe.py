@@ -228,10 +228,19 @@ class _SampleContext:
         self.probe._start(self.types, self.rec)
         return self.rec
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.probe._stop()
-        # a forward whose layers never reached the attention (interrupted) leaves holes: drop it
-        self.rec.shares = [row for row in self.rec.shares if all(s is not None for s in row)]
+        if exc_type is not None:
+            # a forward whose layers never reached the attention (interrupted) leaves holes: drop it
+            self.rec.shares = [row for row in self.rec.shares if all(s is not None for s in row)]
+            return
+        for t, row in enumerate(self.rec.shares):
+            missing = [j for j, s in enumerate(row) if s is None]
+            if missing:  # an attention call went past the probe: its figures would be wrong, not partial
+                raise RuntimeError(
+                    f"inspect: output token {t}: the attention of layer(s) {', '.join(map(str, missing))} was not "
+                    "recorded (another wrapper bypassed the probe; internal error)"
+                )
 
 
 def _mask_row(mask, n_keys: int) -> torch.Tensor | None:
