@@ -47,8 +47,8 @@ DEFAULT_METHODS = ("baseline", "fastv", "vtw")
 #   rand      as many random prompt tokens dropped at K as there are vision tokens (Table 2's Rand)
 # fastv-mask is FastV's own masking implementation (the source of the paper's FastV memory
 # figures): fastv's K, R and kept set, every token computed and cached, the pruned ones masked.
-K_METHODS = ("vtw", "rand", "white")
-FASTV_ROWS = ("fastv", "fastv-mask")  # rows run at --fastv-k, --fastv-ratio  # one row per K of a --k list
+K_METHODS = ("vtw", "rand", "white")  # one row per K of a --k list
+FASTV_ROWS = ("fastv", "fastv-mask")  # rows run at --fastv-k, --fastv-ratio
 ENGINE_OF = {"fastv": "fastv", "fastv-mask": "fastv-mask", "vtw": "vtw", "rand": "rand", "white": "vtw", "random-k": "vtw"}
 INPUTS_OF = {"noimage": "none", "white": "white"}  # every other row gets the sample's own image
 DEFAULT_LIMIT = 40  # task samples when --limit is not given (the testbed's task runs in about a minute)

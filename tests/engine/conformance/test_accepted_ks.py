@@ -69,3 +69,25 @@ def test_default_k_keeps_an_accepted_preference_else_takes_the_nearest_accepted(
     assert default_k(qwen, 4, "vtw") == 4 and default_k(qwen, 1, "vtw") == 4
     lfm2 = _build("lfm2_vl", [A, C, A, C])
     assert default_k(lfm2, 2, "fastv") == 3  # layer 1 is a convolution: 1 and 3 are equally near
+
+
+def test_bench_runs_both_fastv_rows_at_one_k_that_fastv_mask_accepts():
+    """bench's FastV default K (2) moves to the nearest K *both* FastV rows accept: fastv-mask
+    needs every layer from K on to attend. On the checkpoint's own Qwen3.5 pattern no K below N
+    is left for it, so bench stops with one line unless --fastv-k is given."""
+    from vtwcli.bench import runner
+    from vtwcli.errors import UsageError
+
+    both = "baseline,fastv,fastv-mask"
+    first_linear = _build("qwen3_5", [L, A, A, A])  # fastv-mask accepts 2, 3, 4
+    specs, _, _, notices = runner.resolve_specs(runner.plan("m", methods=both, random_init=True), 4, "m", first_linear)
+    assert {s.name: s.k for s in specs if s.name != "baseline"} == {"fastv": 2, "fastv-mask": 2}
+    real = _build("qwen3_5", QWEN3_5_REAL)  # fastv-mask accepts only 8 = N
+    with pytest.raises(UsageError, match="fastv-mask .* accepts no K below 8 .* drop fastv-mask from --methods or pass --fastv-k"):
+        runner.resolve_specs(runner.plan("m", methods=both, random_init=True), 8, "m", real)
+    # without fastv-mask, in-place FastV still runs at its nearest accepted K (4)
+    specs, _, _, _ = runner.resolve_specs(runner.plan("m", methods="baseline,fastv", random_init=True), 8, "m", real)
+    assert [s.k for s in specs if s.name == "fastv"] == [4]
+    # a K the user gives is not moved (the engine then refuses it, or not, when it is applied)
+    specs, _, _, _ = runner.resolve_specs(runner.plan("m", methods=both, random_init=True, fastv_k=4), 8, "m", real)
+    assert {s.name: s.k for s in specs if s.name != "baseline"} == {"fastv": 4, "fastv-mask": 4}
