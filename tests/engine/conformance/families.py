@@ -10,9 +10,11 @@ reported by :func:`missing` (the suite skips it with that reason).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 import torch
 import transformers
 
@@ -560,3 +562,24 @@ def extend_kwargs(model_type: str) -> dict:
     """How a generated token is typed when a cache-free reference appends it."""
     # PaliGemma: generated tokens are the suffix (type 1), which attends causally
     return {"token_type": 1} if model_type == "paligemma" else {}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(model_type: str, attn: str, num_layers: int):
+    return build(model_type, attn, num_layers=num_layers)
+
+
+def model_or_skip(model_type: str, attn: str = "eager", num_layers: int = 4):
+    """A tiny model of the family (built once per attention kernel and depth, shared by the
+    suite's files: never change it in place), or a skip naming why this transformers cannot
+    build it."""
+    fam = FAMILIES[model_type]
+    reason = missing(fam) or fam.no_attn.get(attn)
+    if reason:
+        pytest.skip(reason)
+    return _cached(model_type, attn, num_layers)
+
+
+def two_ks(model_type: str, num_layers: int = 4) -> list[int]:
+    """Two values of K: the smallest the family allows and N - 1."""
+    return sorted({FAMILIES[model_type].min_k, num_layers - 1})

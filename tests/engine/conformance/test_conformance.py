@@ -30,23 +30,8 @@ FAMS = [pytest.param(t, id=t) for t in VERIFIED_TYPES]
 ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
 
 
-@functools.lru_cache(maxsize=8)
-def _model(model_type: str, attn: str):
-    return F.build(model_type, attn, num_layers=N)
-
-
-def model(model_type: str, attn: str = "eager"):
-    fam = F.FAMILIES[model_type]
-    reason = F.missing(fam) or fam.no_attn.get(attn)
-    if reason:
-        pytest.skip(reason)
-    return _model(model_type, attn)
-
-
-def ks(model_type: str) -> list[int]:
-    """Two values of K: the smallest the family allows and N - 1."""
-    fam = F.FAMILIES[model_type]
-    return sorted({fam.min_k, N - 1})
+model = functools.partial(F.model_or_skip, num_layers=N)  # cached; a skip names what is missing
+ks = functools.partial(F.two_ks, num_layers=N)  # the smallest K the family allows and N - 1
 
 
 # generated tokens never take a special id (a placeholder in a cache-free prompt would be an image)

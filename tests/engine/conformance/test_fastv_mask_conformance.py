@@ -37,21 +37,8 @@ DECODE = [pytest.param(t, id=t) for t in ("qwen3_vl", "gemma3", "gemma4", "palig
 ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
 
 
-@functools.lru_cache(maxsize=4)
-def _model(model_type: str, attn: str):
-    return F.build(model_type, attn, num_layers=N)
-
-
-def model(model_type: str, attn: str = "eager"):
-    fam = F.FAMILIES[model_type]
-    reason = F.missing(fam) or fam.no_attn.get(attn)
-    if reason:
-        pytest.skip(reason)
-    return _model(model_type, attn)
-
-
-def ks(model_type: str) -> list[int]:
-    return sorted({F.FAMILIES[model_type].min_k, N - 1})
+model = functools.partial(F.model_or_skip, num_layers=N)  # cached; a skip names what is missing
+ks = functools.partial(F.two_ks, num_layers=N)  # the smallest K the family allows and N - 1
 
 
 def _ref(mt, batch, k, drop, m=None):
