@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything vtw measures on one GPU, into OUTDIR (JSON + markdown), sized for a 10-minute limit:
-#   install (bare machine only: venv, torch==2.13.0, vtw)             about 2-3 min (not on a ready machine)
+#   install (only where the machine's python3 cannot run vtw as it is
+#   and a package index is reachable: venv, torch==2.13.0, vtw)        about 2-3 min
 #   1. engine tests in bf16 (flash-attention-2 when installed)         at most 100 s
 #   2. `vtw bench --random-init` on LLaVA-1.5-7B and LLaVA-NeXT-7B,
-#      bf16, sdpa                                                       about 150 s
+#      bf16, sdpa (NeXT also fastv-mask: the paper's FastV memory)      about 170 s
 #   3. throughput on LLaVA-1.5-7B: batch 8 (tokens/s paired per batch)
 #      and the max batch within 24 GiB (what scripts/gpu_throughput.sh
 #      measures, sized down; each run killed at its limit)              at most 120 s
@@ -17,11 +18,16 @@
 #   bash scripts/gpu_all.sh OUTDIR              # on a GPU machine; installs what is missing
 #   bash scripts/gpu_all.sh OUTDIR --dry-run    # anywhere: tiny models on the CPU, no install
 #
-# On a bare machine (Python 3.10+, an NVIDIA driver and the package index) it makes a virtual
-# environment in $VTW_GPU_VENV (default .venv-gpu in the repository, kept between runs) with
-# torch==2.13.0 and this package; nothing else is downloaded (random weights, no datasets).
-# flash-attn is installed only when a prebuilt wheel exists (building it takes far longer
-# than the budget); without it the flash rows are skipped and the summary says so.
+# vtw runs from this checkout (PYTHONPATH), installed or not. First the machine's own python3
+# (or $PYTHON) is asked whether it can run vtw as it is (scripts/gpu_env.py: a CUDA torch,
+# transformers in vtw's range, typer, rich, pyyaml, tabulate, pillow, numpy); GPU machines
+# with a preinstalled stack and no package index run that way, with no install and no network.
+# Otherwise, where a package index is reachable, it makes a virtual environment in
+# $VTW_GPU_VENV (default .venv-gpu in the repository, kept between runs) with torch==2.13.0
+# and this package; with no index it stops at once and names what is missing. Nothing else is
+# downloaded (random weights, no datasets). flash-attn is installed only from a prebuilt wheel
+# and only when an index is reachable (building it takes far longer than the budget); without
+# it the flash rows are skipped and the summary says so.
 # Env: VTW_GPU_BUDGET_S (default 420: the Python part's budget, after installing). Options after
 # OUTDIR go to scripts/gpu_all.py (--skip-engine-tests, --skip-throughput, --throughput-s ...).
 set -uo pipefail
@@ -40,11 +46,24 @@ OUT="$(cd "$OUT" && pwd)"
 START=$(date +%s)
 say() { echo "[gpu_all $(( $(date +%s) - START ))s] $*" | tee -a "$OUT/gpu_all.log"; }
 export HF_HUB_OFFLINE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # vtw from this checkout, installed or not
 
 PY="${PYTHON:-python3}"
+# whether pip can reach a package index (5 s, no retries): a GPU machine may have none
+index_reachable() {
+  local tmp; tmp=$(mktemp -d)
+  "$1" -m pip download -q --no-deps --timeout 5 --retries 0 -d "$tmp" pip >/dev/null 2>&1; local rc=$?
+  rm -rf "$tmp"; return $rc
+}
 if [ -z "$DRY" ]; then
-  # Use an interpreter that already has a CUDA torch 2.13 and this package, else build the venv.
-  if ! "$PY" -c "import torch, vtwcli, sys; sys.exit(0 if torch.__version__.startswith('2.13') and torch.cuda.is_available() else 1)" 2>/dev/null; then
+  if ready=$("$PY" scripts/gpu_env.py 2>&1); then
+    say "using $PY as it is: ${ready#ready: }"
+  else
+    say "$PY cannot run vtw as it is: ${ready#not ready: }"
+    if ! index_reachable "$PY"; then
+      say "error: no package index is reachable to install what is missing; use a python3 that has it (PYTHON=...), or carry the missing packages as wheels and put them on PYTHONPATH"
+      exit 2
+    fi
     VENV="${VTW_GPU_VENV:-$PWD/.venv-gpu}"
     if [ ! -x "$VENV/bin/python" ]; then
       say "creating $VENV"
@@ -55,12 +74,18 @@ if [ -z "$DRY" ]; then
     "$PY" -m pip install -q --upgrade pip >>"$OUT/install.log" 2>&1
     "$PY" -m pip install -q "torch==2.13.0" >>"$OUT/install.log" 2>&1 || { say "error: pip install torch==2.13.0 failed; see $OUT/install.log"; tail -5 "$OUT/install.log"; exit 2; }
     "$PY" -m pip install -q -e ".[test]" "nvidia-ml-py>=12" >>"$OUT/install.log" 2>&1 || { say "error: pip install -e .[test] failed; see $OUT/install.log"; tail -5 "$OUT/install.log"; exit 2; }
+    ready=$("$PY" scripts/gpu_env.py 2>&1) || { say "error: after installing, $ready"; exit 2; }
+    say "installed: ${ready#ready: }"
   fi
   if ! "$PY" -c "import flash_attn" 2>/dev/null; then
-    # only a prebuilt wheel: compiling flash-attn takes tens of minutes
-    timeout 120 "$PY" -m pip install -q --only-binary=:all: "flash-attn>=2.5" >>"$OUT/install.log" 2>&1 \
-      && say "flash-attn installed from a wheel" \
-      || say "note: no prebuilt flash-attn wheel for this machine; flash_attention_2 rows are skipped"
+    if index_reachable "$PY"; then
+      # only a prebuilt wheel: compiling flash-attn takes tens of minutes
+      timeout 120 "$PY" -m pip install -q --only-binary=:all: "flash-attn>=2.5" >>"$OUT/install.log" 2>&1 \
+        && say "flash-attn installed from a wheel" \
+        || say "note: no prebuilt flash-attn wheel for this machine; flash_attention_2 rows are skipped"
+    else
+      say "note: flash-attn is not installed and no package index is reachable; flash_attention_2 rows are skipped"
+    fi
   fi
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { say "error: torch sees no CUDA device"; exit 2; }
 fi

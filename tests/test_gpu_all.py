@@ -52,3 +52,62 @@ def test_dry_run_writes_every_result_file(tmp_path):
 def test_usage_errors_are_one_line():
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_all.sh")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage: bash scripts/gpu_all.sh OUTDIR" in proc.stderr
+
+
+def _blocking(tmp_path, module):
+    """A folder that, first on PYTHONPATH, makes ``import module`` fail as if it were not installed."""
+    folder = tmp_path / "blocked"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text('raise ImportError("not installed here")\n')
+    return folder
+
+
+def test_gpu_env_checks_what_vtw_needs_against_pyproject(tmp_path):
+    import os
+    import sys
+
+    script = ROOT / "scripts" / "gpu_env.py"
+    ok = subprocess.run([sys.executable, str(script), "--allow-cpu"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("ready: torch ") and "transformers 5." in ok.stdout, ok.stdout
+    no_gpu = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    if no_gpu.returncode == 1:  # a machine without CUDA, as CI is
+        assert no_gpu.stdout.startswith("not ready: missing a CUDA device")
+    env = dict(os.environ, PYTHONPATH=str(_blocking(tmp_path, "tabulate")))
+    blocked = subprocess.run([sys.executable, str(script), "--allow-cpu"], capture_output=True, text=True, timeout=120,
+                             env=env)  # fmt: skip
+    assert blocked.returncode == 1 and blocked.stdout.startswith("not ready: missing tabulate"), blocked.stdout
+
+
+def test_gpu_env_reads_the_declared_ranges():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_env", ROOT / "scripts" / "gpu_env.py")
+    gpu_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_env)
+    tf = gpu_env.declared("transformers")
+    assert tf and tf.startswith(">=5.") and gpu_env.in_range("5.17.0", tf)  # the GPU machine's preinstalled one
+    assert not gpu_env.in_range("4.57.0", tf)
+    assert gpu_env.in_range("2.13.0+cpu", gpu_env.declared("torch")) and not gpu_env.in_range("2.11.0+cu130", gpu_env.declared("torch"))
+
+
+def test_without_a_usable_python_and_without_an_index_it_stops_at_once(tmp_path):
+    """A machine whose python3 cannot run vtw (here: no CUDA) and that reaches no package index
+    stops in one line instead of trying to install for minutes."""
+    import os
+    import sys
+
+    if subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(torch.cuda.is_available())"]).returncode:
+        import pytest
+
+        pytest.skip("this machine has a CUDA device: the script would run for real")
+    env = dict(os.environ, PYTHON=sys.executable, PIP_CONFIG_FILE=os.devnull, PIP_INDEX_URL="http://127.0.0.1:9/simple",
+               PIP_FIND_LINKS="", VTW_GPU_VENV=str(tmp_path / "venv"))  # fmt: skip
+    env.pop("PIP_EXTRA_INDEX_URL", None)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_all.sh"), str(out)], capture_output=True, text=True,
+                          timeout=120, env=env)  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert "cannot run vtw as it is: missing a CUDA device" in text
+    assert "error: no package index is reachable" in text
+    assert not (tmp_path / "venv").exists()  # nothing was created or installed
