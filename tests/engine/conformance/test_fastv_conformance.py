@@ -1,10 +1,13 @@
-"""Conformance of ``fastv-mask`` (FastV's masking implementation) on the tiny families.
+"""Conformance of FastV beyond the prefill: ``fastv-mask`` (FastV's masking implementation)
+everywhere, and in-place ``fastv`` in decode and padded batches, on the tiny families.
 
 reference.py already is a masking implementation: the unmodified model, cache-free, with the
 pruned tokens' key columns masked in every attention layer >= K for every query but their own.
-So here every row, pruned ones included, must equal the reference (in-place fastv can only be
-checked on its kept rows), every layer's cache holds the whole timeline, and a decoder with a
-layer after K that has no attention is refused.
+So for ``fastv-mask`` every row, pruned ones included, must equal the reference, every layer's
+cache holds the whole timeline, and a decoder with a layer after K that has no attention is
+refused. In-place ``fastv`` (whose prefill the main conformance suite checks) must give the
+same greedy tokens as the reference, with the cache, over several steps, and each row of a
+padded batch must equal that prompt alone.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ FAMS = [pytest.param(t, id=t) for t in ATTENTION_ONLY]
 # per-layer rotary tables
 DECODE = [pytest.param(t, id=t) for t in ("qwen3_vl", "gemma3", "gemma4", "paligemma", "molmo2")]
 ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
+METHODS = [pytest.param(m, id=m) for m in ("fastv-mask", "fastv")]
 
 
 model = functools.partial(F.model_or_skip, num_layers=N)  # cached; a skip names what is missing
@@ -80,14 +84,15 @@ def test_every_row_of_the_prefill_equals_the_masking_reference(mt, attn):
         assert moved > MOVES, f"K={k}: pruning moved the last logits by only {moved:.3g}"
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("attn", ATTNS)
 @pytest.mark.parametrize("mt", DECODE)
 @torch.no_grad()
-def test_cached_greedy_decoding_equals_the_cache_free_reference_with_a_full_cache(mt, attn):
+def test_cached_greedy_decoding_equals_the_cache_free_reference(mt, attn, method):
     m = model(mt, attn)
     k = ks(mt)[0]
     batch = F.inputs(m, rows=(0,))
-    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO) as handle:
+    with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO) as handle:
         m(**batch)
         pruned = F.vision_mask(batch) & ~handle.last_prefill.keep_mask
     prompt_len = pruned.shape[1]
@@ -98,11 +103,13 @@ def test_cached_greedy_decoding_equals_the_cache_free_reference_with_a_full_cach
         drop = torch.cat([pruned, pruned.new_zeros(1, cur["input_ids"].shape[1] - prompt_len)], 1)
         expected.append(int(_ref(mt, cur, k, drop)[0, -1, : F.TEXT_HIGH].argmax()))
         cur = R.extend(cur, expected[-1], **F.extend_kwargs(mt))
-    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO):
+    with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO):
         out = _gen(m, batch, steps)
     assert out.sequences[0, prompt_len:].tolist() == expected
+    if method == "fastv":
+        return  # its cache after K holds the kept tokens only (tests/engine/test_fastv_mask.py compares the two)
 
-    # every attention layer's cache holds the whole timeline (the baseline's), before and after K
+    # fastv-mask: every attention layer's cache holds the whole timeline (the baseline's), before and after K
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     base = _gen(m, batch, steps)
     base_cache = base.cache if getattr(base, "cache", None) is not None else base.past_key_values
@@ -117,16 +124,17 @@ def test_cached_greedy_decoding_equals_the_cache_free_reference_with_a_full_cach
     assert checked > 0
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("attn", ATTNS)
 @pytest.mark.parametrize("mt", DECODE)
 @torch.no_grad()
-def test_each_row_of_a_left_padded_batch_equals_that_prompt_alone(mt, attn):
+def test_each_row_of_a_left_padded_batch_equals_that_prompt_alone(mt, attn, method):
     m = model(mt, attn)
     k = ks(mt)[0]
     variants = (0, 1, 2)
     batch = F.inputs(m, rows=variants)
     base = m(**batch).logits[:, -1]
-    with vtwcli.withdraw(m, k=k, method="fastv-mask", ratio=RATIO) as handle:
+    with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO) as handle:
         logits = m(**batch).logits[:, -1]
         seqs = _gen(m, batch, 4).sequences
         kept = handle.last_prefill.kept
