@@ -1,13 +1,14 @@
-"""Conformance of FastV beyond the prefill: ``fastv-mask`` (FastV's masking implementation)
-everywhere, and in-place ``fastv`` in decode and padded batches, on the tiny families.
+"""Conformance beyond the prefill for the methods with their own kept set: ``fastv-mask``
+(FastV's masking implementation) everywhere, and in-place ``fastv`` and ``rand`` in decode and
+padded batches, on the tiny families.
 
 reference.py already is a masking implementation: the unmodified model, cache-free, with the
 pruned tokens' key columns masked in every attention layer >= K for every query but their own.
 So for ``fastv-mask`` every row, pruned ones included, must equal the reference, every layer's
 cache holds the whole timeline, and a decoder with a layer after K that has no attention is
-refused. In-place ``fastv`` (whose prefill the main conformance suite checks) must give the
-same greedy tokens as the reference, with the cache, over several steps, and each row of a
-padded batch must equal that prompt alone.
+refused. In-place ``fastv`` and ``rand`` (whose prefill the main conformance suite checks) must
+give the same greedy tokens as the reference, with the cache, over several steps, and each row
+of a padded batch must equal that prompt alone.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ FAMS = [pytest.param(t, id=t) for t in ATTENTION_ONLY]
 # per-layer rotary tables
 DECODE = [pytest.param(t, id=t) for t in ("qwen3_vl", "gemma3", "gemma4", "paligemma", "molmo2")]
 ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
-METHODS = [pytest.param(m, id=m) for m in ("fastv-mask", "fastv")]
+# rand (the paper's random-token ablation) withdraws in place like fastv, with its own kept set
+METHODS = [pytest.param(m, id=m) for m in ("fastv-mask", "fastv", "rand")]
 
 
 model = functools.partial(F.model_or_skip, num_layers=N)  # cached; a skip names what is missing
@@ -94,7 +96,8 @@ def test_cached_greedy_decoding_equals_the_cache_free_reference(mt, attn, method
     batch = F.inputs(m, rows=(0,))
     with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO) as handle:
         m(**batch)
-        pruned = F.vision_mask(batch) & ~handle.last_prefill.keep_mask
+        # what layers >= K no longer see: pruned vision tokens (FastV) or random prompt tokens (rand)
+        pruned = batch["attention_mask"].bool() & ~handle.last_prefill.keep_mask
     prompt_len = pruned.shape[1]
     assert bool(pruned.any())
     steps = 6
@@ -106,8 +109,8 @@ def test_cached_greedy_decoding_equals_the_cache_free_reference(mt, attn, method
     with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO):
         out = _gen(m, batch, steps)
     assert out.sequences[0, prompt_len:].tolist() == expected
-    if method == "fastv":
-        return  # its cache after K holds the kept tokens only (tests/engine/test_fastv_mask.py compares the two)
+    if method != "fastv-mask":
+        return  # in place, the cache after K holds the kept tokens only (tests/engine/test_fastv_mask.py compares)
 
     # fastv-mask: every attention layer's cache holds the whole timeline (the baseline's), before and after K
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
