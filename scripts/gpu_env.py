@@ -37,7 +37,7 @@ OPTIONAL = {"pynvml": "nvidia-ml-py (NVML memory columns)", "flash_attn": "flash
 def declared(name: str) -> str | None:
     """The version range pyproject.toml declares for dependency ``name`` (e.g. ">=5.14,<5.25")."""
     text = (ROOT / "pyproject.toml").read_text()
-    match = re.search(rf'^\s*"{re.escape(name)}\s*([^";]*)"', text, re.M)
+    match = re.search(rf'^\s*"{re.escape(name)}\s*([<>=!~][^";]*)"', text, re.M)
     return match.group(1).strip() if match else None
 
 
