@@ -75,7 +75,7 @@ def test_sqa_null_hint_is_formatted_as_lmms_eval_does():
     ("b", True),              # lower-cased: "b"
     ("  B \n", True),         # stripped: "b"
     ("B.", False),            # "b." != "b"; the "X." branch tests pred[0].isupper() on the
-    ("B. whale", False),      # lower-cased pred, so it never fires (upstream issues 185, 427)
+    ("B. whale", False),      # lower-cased pred, so it never fires (a known upstream bug)
     ("(B)", False),           # "(b)" != "b"
     ("The answer is B", False),
     ("A", False),

@@ -12,7 +12,7 @@ Open: key sub-answers and the numbers in them are extracted (an integer must end
 boundary: "5cm" holds no number) and normalised (numbers rounded to 2 decimals); a reply is
 right when the normalised gold is a substring of an extracted string or equals an extracted
 number. Every extracted candidate is compared, as upstream lmms-eval does since its fix of the
-open-answer scoring (EvolvingLMMs-Lab/lmms-eval pull request 1471), not only the first one.
+open-answer scoring (August 2026), not only the first one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ lmms-eval's scorer lower-cases and strips both the reply and the target letter b
 compares them, so only a reply that is the letter alone counts ("b" and " B " are right). Its
 code goes on to accept a reply of the form "X. ..." when X is upper case, but that test runs
 on the lower-cased reply and can never pass: "B. dog" and "B." are wrong in lmms-eval (reported
-upstream as EvolvingLMMs-Lab/lmms-eval issues 185 and 427, closed without a change). vtw
+upstream twice and closed without a change). vtw
 scores what lmms-eval's code does.
 """
 

@@ -583,3 +583,15 @@ def model_or_skip(model_type: str, attn: str = "eager", num_layers: int = 4):
 def two_ks(model_type: str, num_layers: int = 4) -> list[int]:
     """Two values of K: the smallest the family allows and N - 1."""
     return sorted({FAMILIES[model_type].min_k, num_layers - 1})
+
+
+def smallest_k(model, model_type: str, method: str, num_layers: int = 4) -> int:
+    """The smallest K below N that ``method`` accepts on this family's tiny model. fastv-mask is
+    skipped on hybrids: a layer without attention after K refuses it (that refusal has its own test)."""
+    import vtwcli
+
+    if method == "fastv-mask" and FAMILIES[model_type].mixers:
+        pytest.skip("fastv-mask needs attention in every layer >= K; this hybrid refuses it")
+    below = [k for k in vtwcli.engine.accepted_ks(model, method) if k < num_layers]
+    assert below, f"{model_type}: no K below {num_layers} for {method}"
+    return min(below)

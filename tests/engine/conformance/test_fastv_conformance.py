@@ -1,14 +1,14 @@
 """Conformance beyond the prefill for the methods with their own kept set: ``fastv-mask``
-(FastV's masking implementation) everywhere, and in-place ``fastv`` and ``rand`` in decode and
-padded batches, on the tiny families.
+(FastV's masking implementation) everywhere, and in-place ``fastv`` and ``rand`` in cached
+decoding, on the tiny families.
 
 reference.py already is a masking implementation: the unmodified model, cache-free, with the
 pruned tokens' key columns masked in every attention layer >= K for every query but their own.
 So for ``fastv-mask`` every row, pruned ones included, must equal the reference, every layer's
 cache holds the whole timeline, and a decoder with a layer after K that has no attention is
 refused. In-place ``fastv`` and ``rand`` (whose prefill the main conformance suite checks) must
-give the same greedy tokens as the reference, with the cache, over several steps, and each row
-of a padded batch must equal that prompt alone.
+give the same greedy tokens as the reference, with the cache, over several steps. Padded batches
+for every method are in test_conformance.py.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SUPPRESS = list(range(F.TEXT_HIGH, F.VOCAB))
 ATTENTION_ONLY = [r.model_type for r in records() if r.status == VERIFIED and r.model_type in F.FAMILIES
                   and not F.FAMILIES[r.model_type].mixers]
 FAMS = [pytest.param(t, id=t) for t in ATTENTION_ONLY]
-# decode and padding: every verified family (fastv-mask is refused on hybrids; tested below)
+# decoding: every verified family (fastv-mask is refused on hybrids; tested below)
 EVERY = [pytest.param(r.model_type, id=r.model_type) for r in records()
          if r.status == VERIFIED and r.model_type in F.FAMILIES]
 ATTNS = [pytest.param(a, id=a) for a in ("eager", "sdpa")]
@@ -56,15 +56,6 @@ def _gen(m, batch, n):
     return m.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False, return_dict_in_generate=True,
                       suppress_tokens=SUPPRESS)
 
-
-def _k(m, mt, method):
-    """The smallest K below N that the method accepts on this family (a hybrid with a layer
-    without attention after K refuses fastv-mask: test_a_layer_without_attention_after_k_is_refused)."""
-    if method == "fastv-mask" and F.FAMILIES[mt].mixers:
-        pytest.skip("fastv-mask needs attention in every layer >= K; refused on this hybrid (tested below)")
-    below = [k for k in vtwcli.engine.accepted_ks(m, method) if k < N]
-    assert below, f"{mt}: no K below {N} for {method}"
-    return min(below)
 
 
 @pytest.mark.parametrize("attn", ATTNS)
@@ -101,7 +92,7 @@ def test_every_row_of_the_prefill_equals_the_masking_reference(mt, attn):
 @torch.no_grad()
 def test_cached_greedy_decoding_equals_the_cache_free_reference(mt, attn, method):
     m = model(mt, attn)
-    k = _k(m, mt, method)
+    k = F.smallest_k(m, mt, method, N)
     batch = F.inputs(m, rows=(0,))
     with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO) as handle:
         m(**batch)
@@ -134,29 +125,6 @@ def test_cached_greedy_decoding_equals_the_cache_free_reference(mt, attn, method
         assert layer.keys.shape == ref_layer.keys.shape, f"layer {i}"
         checked += int(i >= k)
     assert checked > 0
-
-
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("attn", ATTNS)
-@pytest.mark.parametrize("mt", EVERY)
-@torch.no_grad()
-def test_each_row_of_a_left_padded_batch_equals_that_prompt_alone(mt, attn, method):
-    m = model(mt, attn)
-    k = _k(m, mt, method)
-    variants = (0, 1, 2)
-    batch = F.inputs(m, rows=variants)
-    base = m(**batch).logits[:, -1]
-    with vtwcli.withdraw(m, k=k, method=method, ratio=RATIO) as handle:
-        logits = m(**batch).logits[:, -1]
-        seqs = _gen(m, batch, 4).sequences
-        kept = handle.last_prefill.kept
-        for b, v in enumerate(variants):
-            alone = F.inputs(m, rows=(v,))
-            torch.testing.assert_close(logits[b], m(**alone).logits[0, -1], atol=ATOL, rtol=0)
-            assert handle.last_prefill.kept == [kept[b]]
-            new_alone = _gen(m, alone, 4).sequences[0, alone["input_ids"].shape[1]:]
-            assert seqs[b, batch["input_ids"].shape[1]:].tolist() == new_alone.tolist()
-    assert (logits - base).abs().max() > MOVES
 
 
 def _config_only(model_type, types=None):
