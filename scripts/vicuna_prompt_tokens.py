@@ -128,11 +128,19 @@ def main() -> int:
                     help="mark a word start before every text piece between special tokens (legacy LLaMA tokenizers)")
     args = ap.parse_args()
 
+    import sys
+
+    source = args.gguf or args.tokenizer
+    if source and not Path(source).exists():
+        print(f"error: {source} does not exist (see --help for where llama.cpp's LLaMA vocabulary comes from)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.gguf:
         try:
             import gguf  # noqa: F401
         except ImportError:
-            raise SystemExit("error: reading a GGUF vocabulary needs the gguf package: pip install gguf") from None
+            print("error: reading a GGUF vocabulary needs the gguf package: pip install gguf", file=sys.stderr)
+            return 2
     proc = llava_processor(load_tokenizer(args.gguf, args.tokenizer, args.legacy))
     name = args.gguf or args.tokenizer or "the stand-in word-level tokenizer"
     shown = Path(name).name if (args.gguf or args.tokenizer) else name
